@@ -1,0 +1,184 @@
+"""Frozen, typed model configurations.
+
+The command line speaks ml_collections (``configs/*.py``); the modules speak these dataclasses.
+``VLAConfig.from_dict`` is the one bridge between the two, and it is where a wrong key or a
+wrong value becomes a one-line error that names the config key to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+INIT_SCHEMES = ("fixed", "torch_default")
+CONV_IMPLS = ("auto", "xla", "im2col")
+PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
+ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+  """A pre-LN ViT in the CLIP layout (SigLIP differs only in the switches below)."""
+
+  image_size: int = 32
+  patch_size: int = 8
+  width: int = 32
+  depth: int = 2
+  num_heads: int = 2
+  mlp_dim: int = 128
+  # Index into the hidden-state list in the Hugging Face convention (0 = embeddings, -1 = last
+  # layer). TinyVLA/LLaVA read the second-to-last layer; layers after it are never built.
+  select_layer: int = -2
+  act: str = "quick_gelu"
+  layer_norm_eps: float = 1e-5
+  patch_bias: bool = False  # CLIP: False, SigLIP: True.
+  class_token: bool = True  # CLIP: True, SigLIP: False. Dropped from the output either way.
+  pre_layernorm: bool = True  # CLIP's `pre_layrnorm`; SigLIP has none.
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2
+
+  @property
+  def num_layers_run(self) -> int:
+    """How many encoder layers `select_layer` needs (hidden state i is after layer i)."""
+    idx = self.select_layer if self.select_layer >= 0 else self.depth + 1 + self.select_layer
+    return idx
+
+  def validate(self, prefix: str = "model.vision") -> None:
+    _check(self.image_size % self.patch_size == 0,
+           f"{prefix}.image_size={self.image_size} must be divisible by {prefix}.patch_size={self.patch_size}")
+    _check(self.width % self.num_heads == 0,
+           f"{prefix}.width={self.width} must be divisible by {prefix}.num_heads={self.num_heads}")
+    _check(1 <= self.num_layers_run <= self.depth,
+           f"{prefix}.select_layer={self.select_layer} selects no encoder layer of {self.depth}: "
+           f"use -1..-{self.depth} or 1..{self.depth}")
+    _check(self.act in ACTIVATIONS, f"{prefix}.act={self.act!r} must be one of {ACTIVATIONS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageConfig:
+  """GPT-NeoX / Pythia decoder. Field names follow the Hugging Face config.json."""
+
+  vocab_size: int = 260
+  hidden_size: int = 64
+  num_hidden_layers: int = 2
+  num_attention_heads: int = 4
+  intermediate_size: int = 256
+  rotary_pct: float = 0.25
+  rotary_emb_base: float = 10000.0
+  max_position_embeddings: int = 2048
+  use_parallel_residual: bool = True
+  layer_norm_eps: float = 1e-5
+  hidden_act: str = "gelu"  # Exact (erf) GELU, as Pythia.
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_attention_heads
+
+  @property
+  def rotary_ndims(self) -> int:
+    return int(self.head_dim * self.rotary_pct)
+
+  def validate(self, prefix: str = "model.language") -> None:
+    _check(self.hidden_size % self.num_attention_heads == 0,
+           f"{prefix}.hidden_size={self.hidden_size} must be divisible by "
+           f"{prefix}.num_attention_heads={self.num_attention_heads}")
+    _check(self.rotary_ndims % 2 == 0,
+           f"{prefix}.rotary_pct={self.rotary_pct} gives an odd rotary width {self.rotary_ndims}; "
+           "choose it so that head_dim * rotary_pct is even")
+    _check(self.hidden_act in ACTIVATIONS,
+           f"{prefix}.hidden_act={self.hidden_act!r} must be one of {ACTIVATIONS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionHeadConfig:
+  """Diffusion Policy's ConditionalUnet1D with TinyVLA's condition encoder in front."""
+
+  action_dim: int = 4
+  state_dim: int = 4
+  horizon: int = 16
+  down_dims: tuple[int, ...] = (32, 64, 128)
+  kernel_size: int = 5
+  n_groups: int = 8
+  step_embed_dim: int = 32
+  cond_predict_scale: bool = True  # FiLM scale + bias (TinyVLA), not bias only.
+  conv_impl: str = "auto"
+
+  @property
+  def downsample_factor(self) -> int:
+    return 2 ** (len(self.down_dims) - 1)
+
+  def validate(self, prefix: str = "model.head") -> None:
+    f = self.downsample_factor
+    _check(self.horizon > 0 and self.horizon % f == 0,
+           f"{prefix}.horizon={self.horizon} must be a positive multiple of {f} "
+           f"(the U-Net halves it {len(self.down_dims) - 1} times): use e.g. {max(f, 16)}")
+    for d in self.down_dims:
+      _check(d % self.n_groups == 0,
+             f"{prefix}.down_dims={self.down_dims}: {d} is not divisible by {prefix}.n_groups={self.n_groups}")
+    _check(self.step_embed_dim % 2 == 0 and self.step_embed_dim >= 4,
+           f"{prefix}.step_embed_dim={self.step_embed_dim} must be even and >= 4")
+    _check(self.kernel_size % 2 == 1,
+           f"{prefix}.kernel_size={self.kernel_size} must be odd ('same' padding k//2, as Diffusion Policy)")
+    _check(self.conv_impl in CONV_IMPLS, f"{prefix}.conv_impl={self.conv_impl!r} must be one of {CONV_IMPLS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VLAConfig:
+  vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
+  language: LanguageConfig = dataclasses.field(default_factory=LanguageConfig)
+  head: ActionHeadConfig = dataclasses.field(default_factory=ActionHeadConfig)
+  projector: str = "mlp2x_gelu"
+  num_cameras: int = 1
+  init: str = "fixed"
+  dtype: str = "float32"  # Compute dtype; parameters stay float32.
+  # Token id that marks where the image tokens go in the prompt. The byte tokenizer's IMAGE id by
+  # default; a pretrained tokenizer sets its own.
+  image_token_id: int = 3
+
+  def validate(self) -> "VLAConfig":
+    self.vision.validate()
+    self.language.validate()
+    self.head.validate()
+    _check(self.projector in PROJECTOR_TYPES,
+           f"model.projector={self.projector!r} must be one of {PROJECTOR_TYPES}")
+    _check(self.init in INIT_SCHEMES, f"model.init={self.init!r} must be one of {INIT_SCHEMES}")
+    _check(self.num_cameras >= 1, f"model.num_cameras={self.num_cameras} must be >= 1")
+    _check(self.dtype in ("float32", "bfloat16"), f"model.dtype={self.dtype!r} must be float32 or bfloat16")
+    return self
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "VLAConfig":
+    """Builds from a (ConfigDict-like) mapping; unknown keys are a one-line error."""
+    d = dict(d)
+    sub = {"vision": VisionConfig, "language": LanguageConfig, "head": ActionHeadConfig}
+    kwargs = {}
+    for name, value in d.items():
+      if name in sub:
+        kwargs[name] = _build(sub[name], value, f"model.{name}")
+      else:
+        kwargs[name] = value
+    return _build(cls, kwargs, "model", nested_ok=True).validate()
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def _build(cls, values, prefix: str, nested_ok: bool = False):
+  if isinstance(values, cls):
+    return values
+  values = dict(values)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - set(fields))
+  _check(not unknown, f"unknown config key(s) {', '.join(prefix + '.' + k for k in unknown)}; "
+         f"valid keys: {', '.join(sorted(fields))}")
+  for k, v in list(values.items()):
+    if isinstance(v, list):
+      values[k] = tuple(v)
+  return cls(**values)
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ValueError(message)

@@ -1,0 +1,116 @@
+"""Parameterized building blocks that take their initializers from `initializers.py`.
+
+Each layer carries the init scheme (`"fixed"` / `"torch_default"`) so one config switch reaches every
+weight. The layers compute in `dtype` and keep float32 parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tinyvla_jax.models import conv as conv_lib
+from tinyvla_jax.models import initializers
+
+Dtype = Any
+
+
+def mish(x: jax.Array) -> jax.Array:
+  return x * jnp.tanh(jax.nn.softplus(x))
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch nn.GELU(), erf form
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # torch GELU(approximate="tanh")
+    "quick_gelu": quick_gelu,  # CLIP
+    "mish": mish,
+}
+
+
+class Dense(nn.Module):
+  """A Linear layer. kernel [in, out]; torch weight [out, in] is its transpose."""
+
+  features: int
+  init_scheme: str = "fixed"
+  use_bias: bool = True
+  kind: str = "dense"  # "projection" documents a Dense that stands for a width-1 conv
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    fan_in = x.shape[-1]
+    kernel = self.param("kernel", initializers.kernel_init(self.init_scheme, "dense"), (fan_in, self.features), jnp.float32)
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", initializers.bias_init(self.init_scheme, fan_in), (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class Conv1d(nn.Module):
+  """torch.nn.Conv1d on [B, L, C] activations. kernel [K, in, out] (torch weight.transpose(2, 1, 0)).
+
+  kind="conv" uses the conv initializer; kind="projection" (only for width 1) the Dense one -- see
+  initializers.py for why the U-Net's output projection is one.
+  """
+
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  init_scheme: str = "fixed"
+  kind: str = "conv"
+  impl: str = "auto"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kind == "projection" and self.kernel_size != 1:
+      raise ValueError(f"a projection conv must have kernel_size 1, got {self.kernel_size}")
+    fan_in = x.shape[-1] * self.kernel_size
+    kernel = self.param("kernel", initializers.kernel_init(self.init_scheme, self.kind),
+                        (self.kernel_size, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", initializers.bias_init(self.init_scheme, fan_in), (self.features,), jnp.float32)
+    y = conv_lib.conv1d(x.astype(self.dtype), kernel.astype(self.dtype), stride=self.stride,
+                        padding=(self.padding, self.padding), impl=self.impl)
+    return y + bias.astype(self.dtype)
+
+
+class ConvTranspose1d(nn.Module):
+  """torch.nn.ConvTranspose1d on [B, L, C]. kernel [K, in, out] (torch weight [in, out, K].transpose(2, 0, 1))."""
+
+  features: int
+  kernel_size: int
+  stride: int
+  padding: int
+  init_scheme: str = "fixed"
+  impl: str = "auto"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # torch computes a transposed conv's fans from weight [in, out, K]: "fan_in" = out * K.
+    fan_in = self.features * self.kernel_size
+    kernel = self.param("kernel", initializers.kernel_init(self.init_scheme, "conv_transpose"),
+                        (self.kernel_size, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", initializers.bias_init(self.init_scheme, fan_in), (self.features,), jnp.float32)
+    y = conv_lib.conv_transpose1d(x.astype(self.dtype), kernel.astype(self.dtype), stride=self.stride,
+                                  padding=self.padding, impl=self.impl)
+    return y + bias.astype(self.dtype)
+
+
+def layer_norm(eps: float, name: str | None = None, dtype: Dtype = jnp.float32) -> nn.LayerNorm:
+  # Exact two-pass variance: the fast E[x^2]-E[x]^2 form loses digits the parity tests need.
+  return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def group_norm(num_groups: int, eps: float = 1e-5, name: str | None = None, dtype: Dtype = jnp.float32) -> nn.GroupNorm:
+  return nn.GroupNorm(num_groups=num_groups, epsilon=eps, use_fast_variance=False, dtype=dtype,
+                      param_dtype=jnp.float32, name=name)

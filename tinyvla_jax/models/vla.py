@@ -1,0 +1,132 @@
+"""UnifiedTinyVLAModel: cameras + instruction + robot state -> predicted noise of an action chunk.
+
+  images [B, V, h, w, 3] uint8 --preprocess--> [B*V, S, S, 3] --ViT--> [B*V, P, Dv] --> [B, V*P, Dv]
+      --projector--> image tokens [B, V*P, H]
+  tokens [B, L] (one IMAGE placeholder per row) --embed_in--> [B, L, H]
+  splice: the placeholder is replaced by the V*P image tokens -> [B, L-1+V*P, H] (+ mask)
+  GPT-NeoX -> hidden [B, L', H] -> ActionHead(masked mean, state, noisy actions, t) -> noise [B, T, A]
+
+Camera views are encoded separately (one ViT pass each, weights shared) and their tokens concatenated
+in camera order, as TinyVLA does for its two views.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tinyvla_jax.models import layers
+from tinyvla_jax.models.action_head import ActionHead
+from tinyvla_jax.models.config import VLAConfig
+from tinyvla_jax.models.language import GPTNeoX
+from tinyvla_jax.models.vision import CLIP_MEAN, CLIP_STD, VisionEncoder, preprocess_images
+
+
+class Projector(nn.Module):
+  """LLaVA's projector: "linear", or "mlp2x_gelu" (Linear -> GELU -> Linear)."""
+
+  kind: str
+  features: int
+  init_scheme: str = "fixed"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = layers.Dense(self.features, init_scheme=self.init_scheme, dtype=self.dtype, name="fc1")(x)
+    if self.kind == "mlp2x_gelu":
+      x = jax.nn.gelu(x, approximate=False)
+      x = layers.Dense(self.features, init_scheme=self.init_scheme, dtype=self.dtype, name="fc2")(x)
+    return x
+
+
+def splice_image_tokens(*, text_embeds: jax.Array, text_mask: jax.Array, tokens: jax.Array,
+                        image_embeds: jax.Array, image_token_id: int) -> tuple[jax.Array, jax.Array]:
+  """Replaces each row's IMAGE placeholder by the image tokens.
+
+  text_embeds [B, L, H], text_mask [B, L], tokens [B, L] (exactly one `image_token_id` per row; the data
+  pipeline checks this), image_embeds [B, N, H] -> (embeds [B, L-1+N, H], mask [B, L-1+N]). The
+  placeholder may sit at a different position in each row; image tokens are always valid.
+  """
+  b, length, _ = text_embeds.shape
+  n = image_embeds.shape[1]
+  pos = jnp.argmax(tokens == image_token_id, axis=1)[:, None]  # [B, 1]
+  j = jnp.arange(length - 1 + n)[None, :]  # output positions
+  is_image = (j >= pos) & (j < pos + n)
+  text_idx = jnp.where(j < pos, j, j - n + 1).clip(0, length - 1)
+  image_idx = (j - pos).clip(0, n - 1)
+  from_text = jnp.take_along_axis(text_embeds, text_idx[..., None], axis=1)
+  from_image = jnp.take_along_axis(image_embeds.astype(text_embeds.dtype), image_idx[..., None], axis=1)
+  embeds = jnp.where(is_image[..., None], from_image, from_text)
+  mask = jnp.where(is_image, True, jnp.take_along_axis(text_mask.astype(bool), text_idx, axis=1))
+  return embeds, mask
+
+
+class UnifiedTinyVLAModel(nn.Module):
+  """TinyVLA in "action" mode. All public methods take keyword-only arguments and check shapes."""
+
+  config: VLAConfig
+
+  def setup(self):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    self.vision = VisionEncoder(cfg.vision, init_scheme=cfg.init, dtype=dtype)
+    self.projector = Projector(cfg.projector, cfg.language.hidden_size, init_scheme=cfg.init, dtype=dtype)
+    self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype)
+    self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype)
+
+  def encode_images(self, images: jax.Array) -> jax.Array:
+    """uint8 [B, V, h, w, 3] -> image tokens in the LLM width [B, V*P, H]."""
+    cfg = self.config
+    if images.ndim != 5 or images.shape[1] != cfg.num_cameras or images.shape[-1] != 3:
+      raise ValueError(f"images must be [B, num_cameras={cfg.num_cameras}, H, W, 3] uint8 "
+                       f"(config model.num_cameras), got {images.shape}")
+    b, v = images.shape[:2]
+    flat = images.reshape((b * v,) + images.shape[2:])
+    pixels = preprocess_images(flat, image_size=cfg.vision.image_size, mean=CLIP_MEAN, std=CLIP_STD)
+    feats = self.vision(pixels)  # [B*V, P, Dv]
+    feats = feats.reshape(b, v * feats.shape[1], feats.shape[2])
+    return self.projector(feats)
+
+  def encode(self, *, images: jax.Array, tokens: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """-> (final LLM hidden states [B, L-1+V*P, H], their validity mask)."""
+    if tokens.ndim != 2 or token_mask.shape != tokens.shape or tokens.shape[0] != images.shape[0]:
+      raise ValueError(f"tokens and token_mask must both be [B={images.shape[0]}, L]; "
+                       f"got {tokens.shape} and {token_mask.shape}")
+    image_embeds = self.encode_images(images)
+    text_embeds = self.language.embed(tokens)
+    embeds, mask = splice_image_tokens(text_embeds=text_embeds, text_mask=token_mask, tokens=tokens,
+                                       image_embeds=image_embeds, image_token_id=self.config.image_token_id)
+    return self.language(embeds, mask), mask
+
+  def condition(self, *, images, tokens, token_mask, state) -> jax.Array:
+    """The observation's global condition [B, H]: computed once per chunk, reused by every denoising step."""
+    hidden, mask = self.encode(images=images, tokens=tokens, token_mask=token_mask)
+    return self.head.encode_condition(hidden=hidden, mask=mask, state=state)
+
+  def predict_noise(self, *, condition, noisy_actions, timesteps) -> jax.Array:
+    return self.head.predict_noise(noisy_actions=noisy_actions, timesteps=timesteps, condition=condition)
+
+  def __call__(self, *, images, tokens, token_mask, state, noisy_actions, timesteps) -> jax.Array:
+    """Predicted noise [B, T, A] for noisy action chunks [B, T, A] at diffusion steps [B]."""
+    cond = self.condition(images=images, tokens=tokens, token_mask=token_mask, state=state)
+    return self.predict_noise(condition=cond, noisy_actions=noisy_actions, timesteps=timesteps)
+
+
+def example_inputs(config: VLAConfig, *, batch: int = 1, text_len: int = 32, image_hw: int | None = None) -> dict:
+  """Zero inputs of the right shapes (for init and eval_shape); the placeholder sits at position 0."""
+  hw = image_hw or config.vision.image_size
+  tokens = jnp.zeros((batch, text_len), jnp.int32).at[:, 0].set(config.image_token_id)
+  return dict(
+      images=jnp.zeros((batch, config.num_cameras, hw, hw, 3), jnp.uint8),
+      tokens=tokens,
+      token_mask=jnp.ones((batch, text_len), bool),
+      state=jnp.zeros((batch, config.head.state_dim), jnp.float32),
+      noisy_actions=jnp.zeros((batch, config.head.horizon, config.head.action_dim), jnp.float32),
+      timesteps=jnp.zeros((batch,), jnp.int32),
+  )
+
+
+def init_params(model: UnifiedTinyVLAModel, rng: jax.Array, **kwargs) -> dict:
+  """Initializes the model's parameters from example inputs (`example_inputs` kwargs pass through)."""
+  return model.init(rng, **example_inputs(model.config, **kwargs))["params"]

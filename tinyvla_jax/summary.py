@@ -1,0 +1,69 @@
+"""Parameter counts per component, from shapes only (`jax.eval_shape`: no weights are allocated).
+
+  python -m tinyvla_jax.summary --config configs/fixed.py:s
+  python -m tinyvla_jax.summary --config configs/fixed.py:s --config.model.head.action_dim=10 \
+      --config.model.head.state_dim=7      # the paper's head: 72.83M
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+from absl import app
+from ml_collections import config_flags
+
+from tinyvla_jax.models.config import VLAConfig
+from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:s", lock_config=True)
+
+# Display order and names of the model's top-level parameter groups.
+COMPONENTS = (("vision", "vision"), ("projector", "projector"), ("language", "language"),
+              ("head", "action head"))
+
+
+def count(tree) -> int:
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def param_shapes(config: VLAConfig):
+  model = UnifiedTinyVLAModel(config)
+  return jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+
+
+def component_counts(config: VLAConfig) -> dict[str, int]:
+  """{component name: parameter count}, plus the action head's two parts and "total"."""
+  shapes = param_shapes(config)
+  counts = {label: count(shapes.get(key, {})) for key, label in COMPONENTS}
+  head = shapes.get("head", {})
+  counts["  condition encoder"] = count(head.get("condition", {}))
+  counts["  U-Net"] = count(head.get("unet", {}))
+  counts["total"] = count(shapes)
+  return counts
+
+
+def format_table(counts: dict[str, int], title: str) -> str:
+  rows = [(name, f"{n:,}", f"{n / 1e6:.2f}M") for name, n in counts.items()]
+  widths = [max(len(r[i]) for r in rows + [("component", "params", "")]) for i in range(3)]
+  line = lambda r: " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+  out = [title, line(("component", "params", "")), "-+-".join("-" * w for w in widths)]
+  out += [line(r) for r in rows]
+  return "\n".join(out)
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  if cfg is None:
+    raise app.UsageError("pass --config configs/fixed.py:PRESET")
+  model_cfg = VLAConfig.from_dict(cfg.model.to_dict())
+  h = model_cfg.head
+  title = (f"preset {cfg.get('preset', '?')}: vision {model_cfg.vision.image_size}px/{model_cfg.vision.patch_size} "
+           f"x{model_cfg.vision.depth}, LLM {model_cfg.language.hidden_size}x{model_cfg.language.num_hidden_layers}, "
+           f"head down_dims {tuple(h.down_dims)}, action_dim {h.action_dim}, state_dim {h.state_dim}")
+  print(format_table(component_counts(model_cfg), title))
+
+
+if __name__ == "__main__":
+  app.run(main)
