@@ -1,0 +1,109 @@
+"""The training run end to end on a micro config: checkpoints, exact resume, torn checkpoints, configs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from tinyvla_jax import presets, recipes
+from tinyvla_jax.training import loop
+from tinyvla_jax.training.checkpoints import Checkpointer
+from tinyvla_jax.training.metrics import read_metrics
+
+
+def micro_config(**train):
+  """The tiny preset cut further (fewer layers = faster compiles); 8 episodes, 2 epochs."""
+  c = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
+  c.model.vision.depth = 2  # select_layer -2: one layer runs
+  c.model.language.num_hidden_layers = 1
+  c.model.head.down_dims = (16, 32)
+  c.model.head.step_embed_dim = 16
+  c.model.head.horizon = 8
+  c.data.num_episodes = 8
+  c.data.val_fraction = 0.25
+  c.data.max_text_len = 64
+  c.train.epochs = 2
+  c.train.log_every = 2
+  c.train.tensorboard = False
+  c.train.update(train)
+  return c
+
+
+def steps_per_epoch(config) -> int:
+  train_loader, _, _ = loop.load_data(config, loop.model_config(config))
+  return train_loader.steps_per_epoch
+
+
+def test_train_writes_metrics_checkpoints_and_resumes_exactly(tmp_path):
+  config = micro_config()
+  spe = steps_per_epoch(config)
+  stop_at = spe + 3  # mid-epoch 2
+  straight = loop.train(config, workdir=str(tmp_path / "straight"), progress=False)
+
+  part = micro_config(max_steps=stop_at)
+  first = loop.train(part, workdir=str(tmp_path / "resumed"), progress=False)
+  assert first.stopped_early and int(first.state.step) == stop_at
+  second = loop.train(micro_config(), workdir=str(tmp_path / "resumed"), progress=False)
+  assert not second.stopped_early and int(second.state.step) == 2 * spe
+
+  # Bitwise equal on CPU: same data order (seed + batches seen) and same per-step rng.
+  chex.assert_trees_all_equal(jax.device_get(second.state.params), jax.device_get(straight.state.params))
+  chex.assert_trees_all_equal(jax.device_get(second.state.opt_state), jax.device_get(straight.state.opt_state))
+  losses = lambda d: [m["loss"] for m in read_metrics(str(tmp_path / d)) if m["split"] == "train"]
+  assert losses("resumed") == losses("straight")
+
+  # Workdir contents: metrics, per-epoch validation, the config, checkpoints with stats.
+  epochs = [m for m in read_metrics(str(tmp_path / "straight")) if m["split"] == "epoch"]
+  assert [e["epoch"] for e in epochs] == [1, 2] and all(np.isfinite(e["val_loss"]) for e in epochs)
+  ckpt = Checkpointer(str(tmp_path / "straight"))
+  assets, stored = ckpt.restore_json()
+  ckpt.close()
+  assert stored == json.loads(config.to_json())
+  assert set(assets["norm_stats"]) == {"action_min", "action_max", "state_mean", "state_std"}
+
+
+def test_config_mismatch_on_resume_is_an_error_unless_overwrite(tmp_path):
+  loop.train(micro_config(max_steps=1), workdir=str(tmp_path), progress=False)
+  other = micro_config(max_steps=1)
+  other.optim.learning_rate = 5e-4
+  with pytest.raises(ValueError, match=r"optim.learning_rate: 0.0001 -> 0.0005.*--overwrite"):
+    loop.train(other, workdir=str(tmp_path), progress=False)
+  result = loop.train(other, workdir=str(tmp_path), overwrite=True, progress=False)
+  assert int(result.state.step) == 1
+
+
+def test_torn_newest_checkpoint_falls_back_to_the_previous_step(tmp_path):
+  loop.train(micro_config(max_steps=1), workdir=str(tmp_path), progress=False)
+  loop.train(micro_config(max_steps=2), workdir=str(tmp_path), progress=False)
+  # Truncate every file of the newest step's train state, as a crash mid-write on a bad disk would.
+  newest = tmp_path / "checkpoints" / "2" / "train_state"
+  for root, _, files in os.walk(newest):
+    for f in files:
+      open(os.path.join(root, f), "w").close()
+  with pytest.warns(UserWarning, match="2"):
+    result = loop.train(micro_config(max_steps=3), workdir=str(tmp_path), progress=False)
+  assert int(result.state.step) == 3  # resumed from step 1, trained steps 2 and 3 again
+
+
+def test_too_many_skipped_batches_fail_fast_with_the_step_range(tmp_path):
+  config = micro_config(max_consecutive_skips=1)
+  config.optim.learning_rate = 1e30  # the first update blows the params up: every later loss is inf/nan
+  config.optim.grad_clip_norm = None
+  with pytest.raises(loop.NonFiniteTrainingError, match=r"consecutive batches .*batches \d+-\d+"):
+    loop.train(config, workdir=str(tmp_path), progress=False)
+
+
+def test_broken_config_really_uses_torch_default_init_and_loss_scaling():
+  broken = recipes.broken_recipe(presets.model_preset("tiny"), preset="tiny")
+  assert broken.model.init == "torch_default"
+  assert broken.train.loss_scale_threshold == 1000.0 and broken.train.loss_scale_factor == 0.1
+  assert broken.optim.grad_clip_norm is None and broken.optim.schedule == "constant"
+  assert (broken.optim.learning_rate, broken.optim.b2, broken.train.batch_size) == (1e-3, 0.999, 16)
+  fixed = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
+  assert fixed.model.init == "fixed" and fixed.train.loss_scale_threshold is None
+  assert fixed.optim.grad_clip_norm == 1.0

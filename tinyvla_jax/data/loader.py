@@ -1,0 +1,93 @@
+"""Batches in the training contract, from episodes, in a deterministic order that resumes exactly.
+
+The contract (B batch, V cameras, L prompt tokens, T horizon, S state dim, A action dim):
+  images       uint8   [B, V, H, W, 3]  the observation at step t
+  tokens       int32   [B, L]           the rendered prompt, one IMAGE placeholder, right padded
+  token_mask   bool    [B, L]           True on real tokens
+  state        float32 [B, S]           robot state at t, normalized (mean/std)
+  actions      float32 [B, T, A]        actions t .. t+T-1, normalized to [-1, 1]
+  action_mask  bool    [B, T]           False past the episode's end (those steps repeat the last
+                                        action, as Diffusion Policy pads, and the loss ignores them)
+
+Order: every (episode, t) pair is one sample; epoch e visits them in the permutation drawn from
+`seed` and `e`. The position in the stream is therefore just the number of batches consumed, which the
+train state already counts: resuming needs no separate iterator state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+
+from tinyvla_jax.data.episodes import Episode
+from tinyvla_jax.data.normalize import NormStats
+
+BATCH_KEYS = ("images", "tokens", "token_mask", "state", "actions", "action_mask")
+
+
+def compute_stats(episodes: list[Episode]) -> NormStats:
+  return NormStats.compute(actions=np.concatenate([e.actions for e in episodes]),
+                           states=np.concatenate([e.states for e in episodes]))
+
+
+@dataclasses.dataclass
+class ChunkLoader:
+  episodes: list[Episode]
+  tokenizer: object  # has encode_prompt(instruction, max_length=...) -> (ids, mask)
+  stats: NormStats
+  horizon: int
+  batch_size: int
+  max_text_len: int
+  seed: int = 0
+  shuffle: bool = True
+  drop_last: bool = True
+
+  def __post_init__(self):
+    if not self.episodes:
+      raise ValueError("the loader got no episodes: check data.path / data.val_fraction")
+    if self.batch_size < 1 or self.horizon < 1:
+      raise ValueError(f"train.batch_size={self.batch_size} and model.head.horizon={self.horizon} must be >= 1")
+    self._index = np.array([(e, t) for e, ep in enumerate(self.episodes) for t in range(len(ep))], np.int64)
+    if self.drop_last and len(self._index) < self.batch_size:
+      raise ValueError(f"only {len(self._index)} samples, fewer than train.batch_size={self.batch_size}")
+    prompts = [self.tokenizer.encode_prompt(ep.instruction, max_length=self.max_text_len) for ep in self.episodes]
+    self._tokens = np.stack([p[0] for p in prompts]).astype(np.int32)
+    self._token_mask = np.stack([p[1] for p in prompts]).astype(bool)
+    self._states = [self.stats.normalize_state(ep.states) for ep in self.episodes]
+    self._actions = [self.stats.normalize_actions(ep.actions) for ep in self.episodes]
+
+  @property
+  def num_samples(self) -> int:
+    return len(self._index)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    n = self.num_samples
+    return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    if not self.shuffle:
+      return np.arange(self.num_samples)
+    return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+
+  def batches(self, epoch: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """The batches of `epoch`, from batch number `start` on (to resume mid-epoch)."""
+    order = self.epoch_order(epoch)
+    for b in range(start, self.steps_per_epoch):
+      yield self.make_batch(self._index[order[b * self.batch_size:(b + 1) * self.batch_size]])
+
+  def make_batch(self, pairs: np.ndarray) -> dict[str, np.ndarray]:
+    images, states, actions, masks = [], [], [], []
+    for e, t in pairs:
+      ep_actions = self._actions[e]
+      steps = np.arange(t, t + self.horizon)
+      valid = steps < len(ep_actions)
+      actions.append(ep_actions[np.minimum(steps, len(ep_actions) - 1)])
+      masks.append(valid)
+      images.append(self.episodes[e].images[t])
+      states.append(self._states[e][t])
+    episode_ids = pairs[:, 0]
+    return dict(images=np.stack(images), tokens=self._tokens[episode_ids], token_mask=self._token_mask[episode_ids],
+                state=np.stack(states), actions=np.stack(actions), action_mask=np.stack(masks))

@@ -1,0 +1,35 @@
+"""Train TinyVLA: `python -m tinyvla_jax.train --config configs/fixed.py[:PRESET] --workdir DIR`.
+
+Re-running the same command resumes from the workdir's latest checkpoint; `--overwrite` starts over.
+Config values can be overridden after --config, e.g. `--config.train.epochs=2`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from tinyvla_jax.training import loop
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:cpu", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard files.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the workdir's checkpoints and metrics and start over.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if _CONFIG.value is None:
+    raise app.UsageError("pass --config configs/fixed.py[:PRESET]")
+  workdir = _WORKDIR.value or f"workdirs/{_CONFIG.value.get('preset', 'run')}"
+  logging.getLogger().setLevel(logging.INFO)
+  result = loop.train(_CONFIG.value, workdir=workdir, overwrite=_OVERWRITE.value)
+  for record in result.history:
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+  print(f"workdir: {workdir} (step {int(result.state.step)}, skipped {int(result.state.skipped)})")
+
+
+if __name__ == "__main__":
+  app.run(main)

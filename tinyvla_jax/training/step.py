@@ -1,0 +1,95 @@
+"""The train step: DDPM epsilon loss, one optimizer update, and non-finite batches masked out.
+
+`make_train_step` returns a pure function `(state, batch) -> (state, metrics)`; the caller jits it
+(with `donate_argnums=0`, and in/out shardings when running on a mesh), so the same function serves
+one device and many.
+
+Non-finite masking. If the loss or the gradient norm is not finite, the update branch of a
+`lax.cond` is not taken: params, EMA, optimizer moments and counts (hence the learning-rate
+schedule) stay bit-identical, `skipped` and `consecutive_skipped` go up. optax.apply_if_finite is not
+used on purpose: it ignores the loss, lets our own counters/EMA advance, and applies the NaN update
+after N consecutive bad steps (FACTS.md). The host stops the run when `consecutive_skipped` grows
+past a limit (training/loop.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tinyvla_jax.diffusion.loss import epsilon_mse
+from tinyvla_jax.diffusion.schedule import NoiseSchedule, q_sample
+from tinyvla_jax.training.state import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+def diffusion_loss(apply_fn: Callable, params, batch: Batch, rng: jax.Array, schedule: NoiseSchedule) -> jax.Array:
+  """Epsilon-MSE of the noise predicted for randomly noised action chunks (padding excluded)."""
+  actions = batch["actions"]
+  noise_key, t_key = jax.random.split(rng)
+  noise = jax.random.normal(noise_key, actions.shape, jnp.float32)
+  timesteps = jax.random.randint(t_key, (actions.shape[0],), 0, schedule.num_train_steps)
+  noisy = q_sample(schedule, actions, noise, timesteps)
+  predicted = apply_fn({"params": params}, images=batch["images"], tokens=batch["tokens"],
+                       token_mask=batch["token_mask"], state=batch["state"], noisy_actions=noisy,
+                       timesteps=timesteps)
+  return epsilon_mse(predicted=predicted, target=noise, mask=batch["action_mask"])
+
+
+def make_train_step(*, apply_fn: Callable, tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
+                    noise_schedule: NoiseSchedule, ema_decay: float | None = None,
+                    loss_scale_threshold: float | None = None, loss_scale_factor: float = 0.1,
+                    skip_nonfinite: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
+  """Builds the step. `loss_scale_threshold` reproduces the broken original (loss *= factor above it)."""
+
+  def objective(params, batch, rng):
+    loss = diffusion_loss(apply_fn, params, batch, rng, noise_schedule)
+    scaled = loss
+    if loss_scale_threshold is not None:
+      # The original's "loss clipping": scales the loss (and so the gradient) when it is large.
+      scaled = jnp.where(loss > loss_scale_threshold, loss * loss_scale_factor, loss)
+    return scaled, loss
+
+  def train_step(state: TrainState, batch: Batch):
+    rng = jax.random.fold_in(state.rng, state.batches_seen)
+    (scaled, loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params, batch, rng)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(scaled) & jnp.isfinite(grad_norm)
+    if not skip_nonfinite:
+      finite = jnp.array(True)
+
+    def apply_update(state):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      ema = state.ema_params
+      if ema is not None:
+        ema = jax.tree.map(lambda e, p: e * ema_decay + p * (1 - ema_decay), ema, params)
+      new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+                          consecutive_skipped=jnp.zeros_like(state.consecutive_skipped))
+      return new, optax.tree.norm(updates)
+
+    def skip(state):
+      new = state.replace(skipped=state.skipped + 1, consecutive_skipped=state.consecutive_skipped + 1)
+      return new, jnp.zeros((), jnp.float32)
+
+    lr = lr_schedule(state.step)
+    new_state, update_norm = jax.lax.cond(finite, apply_update, skip, state)
+    metrics = dict(loss=loss, scaled_loss=scaled, grad_norm=grad_norm, learning_rate=jnp.asarray(lr, jnp.float32),
+                   update_norm=update_norm, finite=finite, skipped=new_state.skipped,
+                   consecutive_skipped=new_state.consecutive_skipped)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(*, apply_fn: Callable, noise_schedule: NoiseSchedule) -> Callable:
+  """(params, batch, rng) -> epsilon-MSE on a held-out batch (fixed rng: comparable across epochs)."""
+
+  def eval_step(params, batch, rng):
+    return diffusion_loss(apply_fn, params, batch, rng, noise_schedule)
+
+  return eval_step
