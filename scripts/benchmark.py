@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from tinyvla_jax.data.loader import ChunkLoader, compute_stats
-from tinyvla_jax.data.tokenizer import ByteTokenizer
-from tinyvla_jax.data import sources
+from tinyvla_jax import cli
+
 from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.models.sampling import make_action_sampler
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel
@@ -113,4 +111,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  cli.run(main)

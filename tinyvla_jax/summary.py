@@ -13,6 +13,8 @@ import jax
 from absl import app
 from ml_collections import config_flags
 
+from tinyvla_jax import cli
+
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
 
@@ -66,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

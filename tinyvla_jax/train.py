@@ -11,6 +11,8 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from tinyvla_jax import cli
+
 from tinyvla_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:cpu", lock_config=True)
@@ -32,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import chex
 import jax
@@ -107,3 +108,51 @@ def test_broken_config_really_uses_torch_default_init_and_loss_scaling():
   fixed = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
   assert fixed.model.init == "fixed" and fixed.train.loss_scale_threshold is None
   assert fixed.optim.grad_clip_norm == 1.0
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
+  from tinyvla_jax.data.loader import ChunkLoader
+  original = ChunkLoader.batches
+
+  def batches_then_sigterm(self, epoch, *, start=0):
+    for i, batch in enumerate(original(self, epoch, start=start)):
+      if self.shuffle and epoch == 0 and i == 2:  # a training loader, third batch: as if `kill` arrived now
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(ChunkLoader, "batches", batches_then_sigterm)
+  result = loop.train(micro_config(), workdir=str(tmp_path), progress=False)
+  assert result.stopped_early and int(result.state.step) == 3  # the step in flight finished, then saved
+  ckpt = Checkpointer(str(tmp_path))
+  assert ckpt.latest_step() == 3
+  ckpt.close()
+  monkeypatch.setattr(ChunkLoader, "batches", original)
+  resumed = loop.train(micro_config(max_steps=4), workdir=str(tmp_path), progress=False)
+  assert int(resumed.state.step) == 4
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_the_vla_learns_a_fixed_batch_and_its_step_compiles_once():
+  from tinyvla_jax.diffusion.schedule import make_schedule
+  from tinyvla_jax.models.vla import UnifiedTinyVLAModel
+  from tinyvla_jax.training.step import make_eval_step, make_train_step
+  config = micro_config()
+  config.optim.learning_rate = 1e-3
+  model_cfg = loop.model_config(config)
+  train_loader, _, _ = loop.load_data(config, model_cfg)
+  model = UnifiedTinyVLAModel(model_cfg)
+  state, tx, lr = loop.build_state(config, model, total_steps=100)
+  schedule = make_schedule(num_train_steps=100)
+  step = jax.jit(chex.assert_max_traces(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr,
+                                                        noise_schedule=schedule), n=1))
+  evaluate = jax.jit(make_eval_step(apply_fn=model.apply, noise_schedule=schedule))
+  batch = next(train_loader.batches(0))
+  # The same 8 draws of noise and timesteps before and after: only the parameters change.
+  mean_loss = lambda p: np.mean([float(evaluate(p, batch, jax.random.key(k))) for k in range(8)])
+  before = mean_loss(state.params)
+  for _ in range(40):
+    state, metrics = step(state, batch)
+  after = mean_loss(state.params)
+  assert int(state.step) == 40 and int(state.skipped) == 0
+  # Measured 2026-11-27 (2-core CPU): 1.15 -> 0.85-0.87 after 40 steps.
+  assert after < 0.85 * before, (before, after)

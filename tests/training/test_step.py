@@ -10,9 +10,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from tinyvla_jax.diffusion.schedule import make_schedule, q_sample
