@@ -9,7 +9,10 @@ Inspect sizes without allocating weights:
 The recipe (the seed's fixes): 1) xavier_uniform(gain 0.5)/kaiming_normal(fan_out) init, 2) no loss
 clipping, non-finite batches skipped, 3) AdamW lr 1e-4, betas (0.9, 0.95), eps 1e-8, weight decay
 0.01, cosine decay, batch 4, 4) gradient clipping by global norm 1.0. The seed's PyTorch run of this
-recipe reached an epsilon-MSE of 0.16 after 10 epochs.
+recipe reached an epsilon-MSE of 0.16 after 10 epochs (its data and 73M head).
+
+What it reaches here (default data, 2-core CPU, measured by scripts/reproduce_seed.py):
+  :tiny  train loss 1.00 -> 0.54, val 0.57 after 10 epochs, ~3 min (reports/seed/seed_table.md).
 """
 
 from tinyvla_jax import presets

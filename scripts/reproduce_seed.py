@@ -70,8 +70,12 @@ def run_all(preset: str, epochs: int, out: str) -> list[dict]:
     t0 = time.perf_counter()
     result = loop.train(config, workdir=workdir, overwrite=True, progress=False)
     wall = time.perf_counter() - t0
+    if result.stopped_early:  # SIGTERM/SIGINT: the run saved a checkpoint; do not go on to the next one
+      raise SystemExit(f"{name} was interrupted at step {int(result.state.step)}; its workdir is {workdir}")
     steps = [m for m in read_metrics(workdir) if m["split"] == "train"]
-    rows.append(dict(name=name, init_std=init_output_std(config), initial_loss=float(steps[0]["loss"]),
+    first = [float(s["loss"]) for s in steps[:10] if s["finite"]]
+    rows.append(dict(name=name, init_std=init_output_std(config), first_loss=float(steps[0]["loss"]),
+                     initial_loss=float(np.mean(first)) if first else float("nan"),
                      epoch_losses=[h["train_loss"] for h in result.history], final_loss=result.history[-1]["train_loss"],
                      val_loss=result.history[-1]["val_loss"], skipped=int(result.state.skipped), seconds=wall,
                      step_losses=[float(s["loss"]) for s in steps]))
@@ -82,13 +86,13 @@ def run_all(preset: str, epochs: int, out: str) -> list[dict]:
 
 def table(rows: list[dict], preset: str, epochs: int) -> str:
   fmt = lambda v: "n/a" if v is None else f"{v:.4g}"
-  head = ["run", "head output std at init", "initial loss"] + [f"ep {i + 1}" for i in range(epochs)] + [
+  head = ["run", "head output std at init", "loss step 1", "initial loss (mean steps 1-10)"] + [f"ep {i + 1}" for i in range(epochs)] + [
       "final train loss", "final val loss", "skipped", "wall s"]
   lines = [f"Seed experiment, preset `{preset}`, {epochs} epochs, measured by scripts/reproduce_seed.py "
            f"on {jax.default_backend()} ({jax.devices()[0].device_kind}).", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
-    cells = [r["name"], fmt(r["init_std"]), fmt(r["initial_loss"])] + [fmt(v) for v in r["epoch_losses"]] + [
+    cells = [r["name"], fmt(r["init_std"]), fmt(r["first_loss"]), fmt(r["initial_loss"])] + [fmt(v) for v in r["epoch_losses"]] + [
         fmt(r["final_loss"]), fmt(r["val_loss"]), str(r["skipped"]), f"{r['seconds']:.0f}"]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
