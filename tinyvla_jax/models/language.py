@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import LanguageConfig
-from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm
+from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm, softmax_attention
 
 Dtype = Any
 
@@ -76,11 +76,7 @@ class Attention(nn.Module):
     if cfg.rotary_ndims:
       cos, sin = rotary_cos_sin(length, rotary_ndims=cfg.rotary_ndims, base=cfg.rotary_emb_base)
       q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    # float32 logits and softmax, whatever the compute dtype.
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * head_dim**-0.5
-    logits = jnp.where(attn_mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, hidden).astype(self.dtype)
+    out = softmax_attention(q, k, v, attn_mask).reshape(b, length, hidden).astype(self.dtype)
     return Dense(hidden, init_scheme=self.init_scheme, dtype=self.dtype, name="dense")(out)
 
 

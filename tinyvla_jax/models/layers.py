@@ -106,6 +106,20 @@ class ConvTranspose1d(nn.Module):
     return y + bias.astype(self.dtype)
 
 
+def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """Scaled dot-product attention in float32 (softmax needs the digits), whatever the compute dtype.
+
+  q/k/v [B, L, heads, head_dim]; mask broadcastable to [B, heads, Lq, Lk], True = may attend.
+  Returns float32 [B, Lq, heads, head_dim].
+  """
+  q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * q.shape[-1] ** -0.5
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
 def layer_norm(eps: float, name: str | None = None, dtype: Dtype = jnp.float32) -> nn.LayerNorm:
   # Exact two-pass variance: the fast E[x^2]-E[x]^2 form loses digits the parity tests need.
   return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32, name=name)

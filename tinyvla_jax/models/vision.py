@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import VisionConfig
-from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm
+from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm, softmax_attention
 
 Dtype = Any
 
@@ -65,14 +65,6 @@ def patchify(pixels: jax.Array, patch_size: int) -> jax.Array:
   x = pixels.reshape(b, gh, patch_size, gw, patch_size, c)
   x = x.transpose(0, 1, 3, 2, 4, 5)  # [B, gh, gw, p, p, C]
   return x.reshape(b, gh * gw, patch_size * patch_size * c)
-
-
-def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Unmasked attention, q/k/v [B, L, heads, head_dim], computed in float32 (softmax needs the digits)."""
-  q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * q.shape[-1] ** -0.5
-  probs = jax.nn.softmax(logits, axis=-1)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
 class SelfAttention(nn.Module):
