@@ -11,7 +11,16 @@ The contract (B batch, V cameras, L prompt tokens, T horizon, S state dim, A act
 
 Order: every (episode, t) pair is one sample; epoch e visits them in the permutation drawn from
 `seed` and `e`. The position in the stream is therefore just the number of batches consumed, which the
-train state already counts: resuming needs no separate iterator state.
+train state already counts: `iterator_state(batches_seen)` names it (epoch, batch, seed) and the
+checkpoint stores it, and `batches(epoch, start=...)` continues from it with the same order and the same
+crops (the crop rng is drawn from (seed, epoch, batch, shard)).
+
+Augmentation: when `crop_size` is set, frames are cropped to it: a random window per sample and camera
+when `augment` is on (training), the center window otherwise (validation).
+
+Multi-host: `train.batch_size` is the global batch. Every host draws the same permutation and takes
+its `num_shards`-th slice of each global batch (`shard_index`, default jax.process_index()), so the
+hosts together see exactly what one host would.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
+from tinyvla_jax.data.augment import center_crop, random_crop
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.normalize import NormStats
 
@@ -43,12 +53,19 @@ class ChunkLoader:
   seed: int = 0
   shuffle: bool = True
   drop_last: bool = True
+  crop_size: int | None = None  # crop frames to this size (the model's image size); None: as stored
+  augment: bool = False  # random crops (training) instead of center crops
+  shard_index: int = 0  # this host's slice of each global batch
+  num_shards: int = 1
 
   def __post_init__(self):
     if not self.episodes:
       raise ValueError("the loader got no episodes: check data.path / data.val_fraction")
     if self.batch_size < 1 or self.horizon < 1:
       raise ValueError(f"train.batch_size={self.batch_size} and model.head.horizon={self.horizon} must be >= 1")
+    if self.batch_size % self.num_shards or not 0 <= self.shard_index < self.num_shards:
+      raise ValueError(f"train.batch_size={self.batch_size} must be divisible by the {self.num_shards} hosts "
+                       f"(shard {self.shard_index})")
     self._index = np.array([(e, t) for e, ep in enumerate(self.episodes) for t in range(len(ep))], np.int64)
     if self.drop_last and len(self._index) < self.batch_size:
       raise ValueError(f"only {len(self._index)} samples, fewer than train.batch_size={self.batch_size}")
@@ -72,13 +89,29 @@ class ChunkLoader:
       return np.arange(self.num_samples)
     return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
 
-  def batches(self, epoch: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """The batches of `epoch`, from batch number `start` on (to resume mid-epoch)."""
-    order = self.epoch_order(epoch)
-    for b in range(start, self.steps_per_epoch):
-      yield self.make_batch(self._index[order[b * self.batch_size:(b + 1) * self.batch_size]])
+  def iterator_state(self, batches_seen: int) -> dict:
+    """Where the stream is after `batches_seen` global batches: stored in checkpoints."""
+    return dict(epoch=batches_seen // self.steps_per_epoch, batch=batches_seen % self.steps_per_epoch,
+                seed=self.seed, steps_per_epoch=self.steps_per_epoch)
 
-  def make_batch(self, pairs: np.ndarray) -> dict[str, np.ndarray]:
+  def check_iterator_state(self, state: dict, batches_seen: int) -> None:
+    if state != self.iterator_state(batches_seen):
+      raise ValueError(f"the checkpoint's data iterator state {state} does not match this data "
+                       f"({self.iterator_state(batches_seen)}): the dataset or train.batch_size changed; use --overwrite")
+
+  def batches(self, epoch: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """This host's part of the batches of `epoch`, from batch number `start` on (to resume mid-epoch)."""
+    order = self.epoch_order(epoch)
+    per_host = self.batch_size // self.num_shards
+    for b in range(start, self.steps_per_epoch):
+      rows = order[b * self.batch_size:(b + 1) * self.batch_size]
+      rows = rows[self.shard_index * per_host:(self.shard_index + 1) * per_host]
+      if not len(rows):  # a short last batch (drop_last=False) may leave nothing for this host
+        continue
+      rng = np.random.default_rng([self.seed, epoch, b, self.shard_index]) if self.augment else None
+      yield self.make_batch(self._index[rows], rng=rng)
+
+  def make_batch(self, pairs: np.ndarray, *, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     images, states, actions, masks = [], [], [], []
     for e, t in pairs:
       ep_actions = self._actions[e]
@@ -89,5 +122,8 @@ class ChunkLoader:
       images.append(self.episodes[e].images[t])
       states.append(self._states[e][t])
     episode_ids = pairs[:, 0]
-    return dict(images=np.stack(images), tokens=self._tokens[episode_ids], token_mask=self._token_mask[episode_ids],
+    images = np.stack(images)
+    if self.crop_size is not None:
+      images = random_crop(images, self.crop_size, rng) if rng is not None else center_crop(images, self.crop_size)
+    return dict(images=np.ascontiguousarray(images), tokens=self._tokens[episode_ids], token_mask=self._token_mask[episode_ids],
                 state=np.stack(states), actions=np.stack(actions), action_mask=np.stack(masks))

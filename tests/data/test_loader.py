@@ -1,0 +1,76 @@
+"""The training batches: crop augmentation, host sharding and the checkpointable iterator state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinyvla_jax.data import augment
+from tinyvla_jax.data.episodes import Episode
+from tinyvla_jax.data.loader import ChunkLoader, compute_stats
+from tinyvla_jax.data.tokenizer import ByteTokenizer
+
+
+def episodes(n=3, t=7, size=10):
+  rng = np.random.default_rng(0)
+  return [Episode(images=rng.integers(0, 256, (t + i, 2, size, size, 3), dtype=np.uint8),
+                  states=rng.normal(size=(t + i, 4)).astype(np.float32),
+                  actions=rng.uniform(-1, 1, (t + i, 4)).astype(np.float32), instruction=f"task {i}", task=f"t{i}")
+          for i in range(n)]
+
+
+def loader(eps, **kw):
+  args = dict(tokenizer=ByteTokenizer(), stats=compute_stats(eps), horizon=4, batch_size=4, max_text_len=32, seed=3)
+  args.update(kw)
+  return ChunkLoader(eps, **args)
+
+
+def test_center_and_random_crops():
+  x = np.arange(2 * 6 * 6 * 3, dtype=np.uint8).reshape(2, 6, 6, 3)
+  np.testing.assert_array_equal(augment.center_crop(x, 4), x[:, 1:5, 1:5])
+  rng = np.random.default_rng(0)
+  crops = augment.random_crop(np.repeat(x[:1], 200, 0), 4, rng)
+  # Every crop is a window of the frame, and over many draws every offset appears.
+  offsets = {(int(c[0, 0, 0]) // 3 // 6, int(c[0, 0, 0]) // 3 % 6) for c in crops}
+  assert offsets == {(i, j) for i in range(3) for j in range(3)}
+  for c in crops[:5]:
+    i, j = int(c[0, 0, 0]) // 3 // 6, int(c[0, 0, 0]) // 3 % 6
+    np.testing.assert_array_equal(c, x[0, i:i + 4, j:j + 4])
+  with pytest.raises(ValueError, match="cannot crop a 7 px window"):
+    augment.center_crop(x, 7)
+
+
+def test_augmented_batches_resume_with_the_same_crops():
+  eps = episodes()
+  full = loader(eps, crop_size=8, augment=True)
+  all_batches = list(full.batches(1))
+  resumed = list(loader(eps, crop_size=8, augment=True).batches(1, start=2))
+  assert all_batches[0]["images"].shape == (4, 2, 8, 8, 3)
+  for a, b in zip(all_batches[2:], resumed):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  # Augmentation off: the center window, the same every time.
+  plain = next(loader(eps, crop_size=8).batches(0))
+  np.testing.assert_array_equal(plain["images"], next(loader(eps, crop_size=8).batches(0))["images"])
+
+
+def test_hosts_together_see_exactly_the_global_batch():
+  eps = episodes()
+  whole = list(loader(eps, batch_size=4).batches(0))
+  shards = [list(loader(eps, batch_size=4, shard_index=h, num_shards=2).batches(0)) for h in range(2)]
+  assert len(shards[0]) == len(whole)
+  for b, (s0, s1) in enumerate(zip(*shards)):
+    for k in whole[b]:
+      np.testing.assert_array_equal(np.concatenate([s0[k], s1[k]]), whole[b][k])
+  with pytest.raises(ValueError, match="divisible by the 3 hosts"):
+    loader(eps, batch_size=4, num_shards=3)
+
+
+def test_iterator_state_names_the_position_and_rejects_other_data():
+  ld = loader(episodes())
+  spe = ld.steps_per_epoch
+  state = ld.iterator_state(spe + 2)
+  assert state == dict(epoch=1, batch=2, seed=3, steps_per_epoch=spe)
+  ld.check_iterator_state(state, spe + 2)
+  with pytest.raises(ValueError, match="data iterator state .* --overwrite"):
+    loader(episodes(n=2)).check_iterator_state(state, spe + 2)

@@ -1,0 +1,38 @@
+"""Image augmentation for training batches: Diffusion Policy's random crop (train) / center crop (eval).
+
+The window is a fraction of the stored frame (data.crop_fraction 0.89: 64 of 72 px, about Diffusion
+Policy's 84 of 96). Training sees a random window, evaluation and the policy the center window, so
+both see the same scale; the model then resizes the window to its own input size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(images: np.ndarray, size: int) -> tuple[int, int]:
+  if images.ndim < 3 or images.shape[-1] != 3:
+    raise ValueError(f"images must be [..., H, W, 3], got {images.shape}")
+  h, w = images.shape[-3:-1]
+  if size > min(h, w):
+    raise ValueError(f"cannot crop a {size} px window from {h}x{w} images (data.crop_fraction)")
+  return h, w
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+  """[..., H, W, 3] -> [..., size, size, 3], the middle window (identity when H = W = size)."""
+  h, w = _check(images, size)
+  top, left = (h - size) // 2, (w - size) // 2
+  return images[..., top:top + size, left:left + size, :]
+
+
+def random_crop(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """[N, ..., H, W, 3] -> [N, ..., size, size, 3]: one random window per leading index (per sample and
+  per camera when images are [B, V, H, W, 3])."""
+  h, w = _check(images, size)
+  lead = images.shape[:-3]
+  flat = images.reshape(-1, h, w, 3)
+  tops = rng.integers(0, h - size + 1, size=len(flat))
+  lefts = rng.integers(0, w - size + 1, size=len(flat))
+  out = np.stack([f[t:t + size, l:l + size] for f, t, l in zip(flat, tops, lefts)])
+  return out.reshape(*lead, size, size, 3)
