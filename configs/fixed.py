@@ -5,6 +5,10 @@ Run (trains the `cpu` preset on the shipped MetaWorld dataset on a laptop CPU):
 Other sizes:  --config configs/fixed.py:tiny | :cpu | :s | :b | :h
 Inspect sizes without allocating weights:
   python -m tinyvla_jax.summary --config configs/fixed.py:s
+Pretrained backbones (local Hugging Face folders; `pip install 'tinyvla_jax[pretrained]'`), LoRA r=64 on
+both by default for s/b/h (`--config.model.finetune.{vision,language}=full|lora|frozen`):
+  python -m tinyvla_jax.train --config configs/fixed.py:s --config.pretrained.llm=/models/pythia-70m \
+      --config.pretrained.vision=/models/clip-vit-large-patch14-336
 
 The recipe (the seed's fixes): 1) xavier_uniform(gain 0.5)/kaiming_normal(fan_out) init, 2) no loss
 clipping, non-finite batches skipped, 3) AdamW lr 1e-4, betas (0.9, 0.95), eps 1e-8, weight decay

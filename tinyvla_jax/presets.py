@@ -9,7 +9,11 @@
 | h      | CLIP ViT-L/14-336           | Pythia-1B   (2048, 16 L)     | 256/512/1024     | TinyVLA-H              |
 
 The paper presets use action chunks of 16, a 256-wide diffusion step embedding, and read the CLIP
-tower's second-to-last layer (so its last layer is never built). Action/state sizes come from the
+tower's second-to-last layer (so its last layer is never built). They fine-tune both backbones with
+TinyVLA's LoRA (r=64, alpha=256, dropout 0.05; `model.finetune`), the projector and head fully; tiny and
+cpu train everything from scratch. `--config.pretrained.llm=DIR --config.pretrained.vision=DIR` load
+Hugging Face folders at train start, and their config.json then sets the backbone sizes
+(pretrained/backbones.py); without them the same shapes start from random weights. Action/state sizes come from the
 data (MetaWorld: 4-D action, 4-D state); the head's parameter count in the paper (72.83M at
 TinyVLA-S) is for action_dim 10, state_dim 7 -- `summary` can be run with those to compare.
 """
@@ -39,12 +43,17 @@ PYTHIA_COMMON = dict(vocab_size=PYTHIA_VOCAB, rotary_pct=0.25, rotary_emb_base=1
 
 PAPER_HEAD = dict(down_dims=(256, 512, 1024), kernel_size=5, n_groups=8, step_embed_dim=256, horizon=16)
 
+# TinyVLA's LoRA setting; the from-scratch presets keep the numbers but train fully.
+TINYVLA_LORA = dict(lora_rank=64, lora_alpha=256.0, lora_dropout=0.05)
+
 
 def model_preset(name: str) -> ml_collections.ConfigDict:
   """The `model` section of a config for a preset name (see the table above)."""
   if name not in PRESETS:
     raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)} "
                      "(as in --config configs/fixed.py:cpu)")
+  paper = name in ("s", "b", "h")
+  finetune = dict(vision="lora" if paper else "full", language="lora" if paper else "full", **TINYVLA_LORA)
   if name == "tiny":
     vision = dict(image_size=32, patch_size=8, width=32, depth=2, num_heads=2, mlp_dim=128)
     language = dict(vocab_size=BYTE_VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -61,5 +70,5 @@ def model_preset(name: str) -> ml_collections.ConfigDict:
     head = dict(PAPER_HEAD)
   head.update(action_dim=4, state_dim=4, kernel_size=5, n_groups=8, cond_predict_scale=True, conv_impl="auto")
   return ml_collections.ConfigDict(dict(
-      vision=vision, language=language, head=head, projector="mlp2x_gelu", num_cameras=1, init="fixed",
-      dtype="float32", image_token_id=3))
+      vision=vision, language=language, head=head, finetune=finetune, projector="mlp2x_gelu", num_cameras=1,
+      init="fixed", dtype="float32", image_token_id=3))

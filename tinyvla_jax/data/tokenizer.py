@@ -29,6 +29,13 @@ class ByteTokenizer:
   def vocab_size(self) -> int:
     return self.NUM_SPECIAL + 256
 
+  @property
+  def image_token_id(self) -> int:
+    return self.IMAGE
+
+  def to_asset(self) -> str:
+    return "byte"
+
   def encode(self, text: str) -> list[int]:
     return [b + self.NUM_SPECIAL for b in text.encode("utf-8")]
 
@@ -62,3 +69,36 @@ class ByteTokenizer:
       return np.zeros((0, max_length), np.int32), np.zeros((0, max_length), np.bool_)
     ids, masks = zip(*pairs)
     return np.stack(ids), np.stack(masks)
+
+
+# --- choosing a tokenizer -----------------------------------------------------------------------------
+
+def make_tokenizer(config):
+  """The run's tokenizer: the pretrained LLM's tokenizer.json when `config.pretrained.llm` is set (see
+  data/hf_tokenizer.py), else the byte-level one. `config` is the run config (ml_collections)."""
+  pre = config.get("pretrained") if hasattr(config, "get") else None
+  folder = pre.get("llm") if pre else None
+  if not folder:
+    return ByteTokenizer()
+  from tinyvla_jax.data.hf_tokenizer import HFTokenizer
+
+  return HFTokenizer.from_folder(folder)
+
+
+def tokenizer_from_assets(assets: dict):
+  """Rebuilds the tokenizer a checkpoint was trained with from its assets (`assets["tokenizer"]` is what
+  the tokenizer's `to_asset()` returned; checkpoints without the key used the byte tokenizer)."""
+  stored = assets.get("tokenizer", "byte")
+  if stored == "byte":
+    return ByteTokenizer()
+  from tinyvla_jax.data import hf_tokenizer
+
+  if isinstance(stored, dict) and stored.get("kind") == hf_tokenizer.ASSET_KIND:
+    tok = hf_tokenizer.HFTokenizer(stored["json"], source="the checkpoint's tokenizer asset")
+    if tok.image_token_id != stored.get("image_token_id", tok.image_token_id):
+      raise ValueError(f"the checkpoint's tokenizer asset says image_token_id={stored['image_token_id']}, "
+                       f"its tokenizer.json gives {tok.image_token_id}")
+    return tok
+  kind = stored.get("kind") if isinstance(stored, dict) else stored
+  raise ValueError(f"unknown tokenizer {kind!r} in the checkpoint's assets: expected 'byte' or "
+                   f"{{'kind': {hf_tokenizer.ASSET_KIND!r}, ...}}")

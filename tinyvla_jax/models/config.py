@@ -14,6 +14,7 @@ INIT_SCHEMES = ("fixed", "torch_default")
 CONV_IMPLS = ("auto", "xla", "im2col")
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
 ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
+FINETUNE_MODES = ("full", "lora", "frozen")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,22 +126,73 @@ class ActionHeadConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  """Low-rank adapters on a Dense layer (peft's LoRA): y = x W + b + dropout(x) A B * alpha / rank.
+
+  Hashable, so modules can carry it as a field. Built from FinetuneConfig, never from the command line.
+  """
+
+  rank: int
+  alpha: float
+  dropout: float
+
+  @property
+  def scaling(self) -> float:
+    return self.alpha / self.rank
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+  """How each backbone trains: "full" (every weight), "lora" (adapters on every Dense of its
+  transformer layers; the rest frozen) or "frozen". The projector and the action head always train.
+
+  The model reads only whether a backbone has adapters; the optimizer reads the rest (training/optimizer.py).
+  TinyVLA: LoRA r=64, alpha=256, dropout 0.05 on both the LLM and the vision tower.
+  """
+
+  vision: str = "full"
+  language: str = "full"
+  lora_rank: int = 64
+  lora_alpha: float = 256.0
+  lora_dropout: float = 0.05
+
+  def mode(self, component: str) -> str:
+    """The mode of a top-level parameter group; components other than the backbones train fully."""
+    return getattr(self, component) if component in ("vision", "language") else "full"
+
+  def lora_for(self, component: str) -> LoraConfig | None:
+    if self.mode(component) != "lora":
+      return None
+    return LoraConfig(rank=self.lora_rank, alpha=float(self.lora_alpha), dropout=float(self.lora_dropout))
+
+  def validate(self, prefix: str = "model.finetune") -> None:
+    for name in ("vision", "language"):
+      mode = getattr(self, name)
+      _check(mode in FINETUNE_MODES, f"{prefix}.{name}={mode!r} must be one of {FINETUNE_MODES}")
+    _check(self.lora_rank >= 1, f"{prefix}.lora_rank={self.lora_rank} must be >= 1")
+    _check(self.lora_alpha > 0, f"{prefix}.lora_alpha={self.lora_alpha} must be > 0")
+    _check(0.0 <= self.lora_dropout < 1.0, f"{prefix}.lora_dropout={self.lora_dropout} must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class VLAConfig:
   vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
   language: LanguageConfig = dataclasses.field(default_factory=LanguageConfig)
   head: ActionHeadConfig = dataclasses.field(default_factory=ActionHeadConfig)
+  finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
   projector: str = "mlp2x_gelu"
   num_cameras: int = 1
   init: str = "fixed"
   dtype: str = "float32"  # Compute dtype; parameters stay float32.
   # Token id that marks where the image tokens go in the prompt. The byte tokenizer's IMAGE id by
-  # default; a pretrained tokenizer sets its own.
+  # default; with a pretrained tokenizer, the first id past its vocabulary (data/hf_tokenizer.py).
   image_token_id: int = 3
 
   def validate(self) -> "VLAConfig":
     self.vision.validate()
     self.language.validate()
     self.head.validate()
+    self.finetune.validate()
     _check(self.projector in PROJECTOR_TYPES,
            f"model.projector={self.projector!r} must be one of {PROJECTOR_TYPES}")
     _check(self.init in INIT_SCHEMES, f"model.init={self.init!r} must be one of {INIT_SCHEMES}")
@@ -152,7 +204,8 @@ class VLAConfig:
   def from_dict(cls, d: Mapping[str, Any]) -> "VLAConfig":
     """Builds from a (ConfigDict-like) mapping; unknown keys are a one-line error."""
     d = dict(d)
-    sub = {"vision": VisionConfig, "language": LanguageConfig, "head": ActionHeadConfig}
+    sub = {"vision": VisionConfig, "language": LanguageConfig, "head": ActionHeadConfig,
+           "finetune": FinetuneConfig}
     kwargs = {}
     for name, value in d.items():
       if name in sub:

@@ -82,6 +82,17 @@ def embedding_init(scheme: str) -> Initializer:
   return jax.nn.initializers.normal(stddev=std)
 
 
+def lora_a_init() -> Initializer:
+  """LoRA's down projection A [in, rank]: peft's kaiming_uniform(a=sqrt(5)) on its [rank, in] weight,
+  U(+-1/sqrt(in)), whatever `model.init` says: adapters are not part of the seed's fix."""
+  return _torch_default_kernel
+
+
+def lora_b_init() -> Initializer:
+  """LoRA's up projection B [rank, out]: zero, so a fresh adapter leaves the pretrained output unchanged."""
+  return jax.nn.initializers.zeros
+
+
 def _check_scheme(scheme: str) -> None:
   if scheme not in ("fixed", "torch_default"):
     raise ValueError(f"model.init={scheme!r} must be 'fixed' or 'torch_default'")

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyvla_jax.models import initializers
-from tinyvla_jax.models.config import LanguageConfig
+from tinyvla_jax.models.config import LanguageConfig, LoraConfig
 from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm, softmax_attention
 
 Dtype = Any
@@ -64,47 +64,51 @@ class Attention(nn.Module):
   config: LanguageConfig
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, attn_mask: jax.Array) -> jax.Array:
     cfg = self.config
     b, length, hidden = x.shape
     heads, head_dim = cfg.num_attention_heads, cfg.head_dim
-    qkv = Dense(3 * hidden, init_scheme=self.init_scheme, dtype=self.dtype, name="query_key_value")(x)
+    qkv = Dense(3 * hidden, init_scheme=self.init_scheme, dtype=self.dtype, lora=self.lora, name="query_key_value")(x)
     qkv = qkv.reshape(b, length, heads, 3 * head_dim).astype(jnp.float32)
     q, k, v = jnp.split(qkv, 3, axis=-1)
     if cfg.rotary_ndims:
       cos, sin = rotary_cos_sin(length, rotary_ndims=cfg.rotary_ndims, base=cfg.rotary_emb_base)
       q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     out = softmax_attention(q, k, v, attn_mask).reshape(b, length, hidden).astype(self.dtype)
-    return Dense(hidden, init_scheme=self.init_scheme, dtype=self.dtype, name="dense")(out)
+    return Dense(hidden, init_scheme=self.init_scheme, dtype=self.dtype, lora=self.lora, name="dense")(out)
 
 
 class MLP(nn.Module):
   config: LanguageConfig
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    x = Dense(cfg.intermediate_size, init_scheme=self.init_scheme, dtype=self.dtype, name="dense_h_to_4h")(x)
+    dense = lambda n, name: Dense(n, init_scheme=self.init_scheme, dtype=self.dtype, lora=self.lora, name=name)
+    x = dense(cfg.intermediate_size, "dense_h_to_4h")(x)
     x = ACTIVATIONS[cfg.hidden_act](x)
-    return Dense(cfg.hidden_size, init_scheme=self.init_scheme, dtype=self.dtype, name="dense_4h_to_h")(x)
+    return dense(cfg.hidden_size, "dense_4h_to_h")(x)
 
 
 class Layer(nn.Module):
   config: LanguageConfig
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, attn_mask: jax.Array) -> jax.Array:
     cfg = self.config
     ln1 = layer_norm(cfg.layer_norm_eps, name="input_layernorm", dtype=self.dtype)
     ln2 = layer_norm(cfg.layer_norm_eps, name="post_attention_layernorm", dtype=self.dtype)
-    attn = Attention(cfg, self.init_scheme, self.dtype, name="attention")
-    mlp = MLP(cfg, self.init_scheme, self.dtype, name="mlp")
+    attn = Attention(cfg, self.init_scheme, self.dtype, self.lora, name="attention")
+    mlp = MLP(cfg, self.init_scheme, self.dtype, self.lora, name="mlp")
     attn_out = attn(ln1(x), attn_mask)
     if cfg.use_parallel_residual:
       return x + attn_out + mlp(ln2(x))
@@ -117,18 +121,20 @@ class GPTNeoX(nn.Module):
 
   Parameters are created lazily by the method that uses them: to initialize all of them standalone, init
   with a method that calls both, e.g. `method=lambda m, ids, mask: m(m.embed(ids), mask)`.
+  `lora` puts adapters on every Dense of the layers (query_key_value, dense, dense_h_to_4h, dense_4h_to_h).
   """
 
   config: LanguageConfig
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   def setup(self):
     cfg = self.config
     self.embed_in = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, param_dtype=jnp.float32,
                              embedding_init=initializers.embedding_init(self.init_scheme))
     # A list attribute is named layers_0, layers_1, ... by Flax.
-    self.layers = [Layer(cfg, self.init_scheme, self.dtype) for _ in range(cfg.num_hidden_layers)]
+    self.layers = [Layer(cfg, self.init_scheme, self.dtype, self.lora) for _ in range(cfg.num_hidden_layers)]
     self.final_layer_norm = layer_norm(cfg.layer_norm_eps, dtype=self.dtype)
 
   def embed(self, ids: jax.Array) -> jax.Array:

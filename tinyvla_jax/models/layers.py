@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from tinyvla_jax.models import conv as conv_lib
 from tinyvla_jax.models import initializers
+from tinyvla_jax.models.config import LoraConfig
 
 Dtype = Any
 
@@ -35,13 +36,19 @@ ACTIVATIONS = {
 
 
 class Dense(nn.Module):
-  """A Linear layer. kernel [in, out]; torch weight [out, in] is its transpose."""
+  """A Linear layer. kernel [in, out]; torch weight [out, in] is its transpose.
+
+  With `lora` set it also holds LoRA adapters `lora_a` [in, r] and `lora_b` [r, out] (models/lora.py) and
+  adds dropout(x) @ A @ B * alpha / r. The dropout is on only when the caller passes a "dropout" rng (the
+  train step does; init, evaluation and sampling do not), so no train flag runs through the model.
+  """
 
   features: int
   init_scheme: str = "fixed"
   use_bias: bool = True
   kind: str = "dense"  # "projection" documents a Dense that stands for a width-1 conv
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -51,6 +58,14 @@ class Dense(nn.Module):
     if self.use_bias:
       bias = self.param("bias", initializers.bias_init(self.init_scheme, fan_in), (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)
+    if self.lora is not None:
+      # Created after kernel and bias: those draw the same values with or without adapters.
+      a = self.param("lora_a", initializers.lora_a_init(), (fan_in, self.lora.rank), jnp.float32)
+      b = self.param("lora_b", initializers.lora_b_init(), (self.lora.rank, self.features), jnp.float32)
+      h = x.astype(self.dtype)
+      if self.lora.dropout > 0 and self.has_rng("dropout"):
+        h = nn.Dropout(self.lora.dropout, deterministic=False)(h, rng=self.make_rng("dropout"))
+      y = y + jnp.dot(jnp.dot(h, a.astype(self.dtype)), b.astype(self.dtype)) * self.lora.scaling
     return y
 
 

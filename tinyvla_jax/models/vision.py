@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyvla_jax.models import initializers
-from tinyvla_jax.models.config import VisionConfig
+from tinyvla_jax.models.config import LoraConfig, VisionConfig
 from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm, softmax_attention
 
 Dtype = Any
@@ -71,12 +71,13 @@ class SelfAttention(nn.Module):
   num_heads: int
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     b, length, width = x.shape
     head_dim = width // self.num_heads
-    dense = lambda name: Dense(width, init_scheme=self.init_scheme, dtype=self.dtype, name=name)
+    dense = lambda name: Dense(width, init_scheme=self.init_scheme, dtype=self.dtype, lora=self.lora, name=name)
     split = lambda t: t.reshape(b, length, self.num_heads, head_dim)
     q, k, v = (split(dense(n)(x)) for n in ("q_proj", "k_proj", "v_proj"))
     out = softmax_attention(q, k, v).reshape(b, length, width).astype(self.dtype)
@@ -88,13 +89,14 @@ class MLP(nn.Module):
   act: str
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
-    x = Dense(self.hidden, init_scheme=self.init_scheme, dtype=self.dtype, name="fc1")(x)
+    x = Dense(self.hidden, init_scheme=self.init_scheme, dtype=self.dtype, lora=self.lora, name="fc1")(x)
     x = ACTIVATIONS[self.act](x)
-    return Dense(width, init_scheme=self.init_scheme, dtype=self.dtype, name="fc2")(x)
+    return Dense(width, init_scheme=self.init_scheme, dtype=self.dtype, lora=self.lora, name="fc2")(x)
 
 
 class EncoderLayer(nn.Module):
@@ -103,23 +105,29 @@ class EncoderLayer(nn.Module):
   config: VisionConfig
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
     eps = cfg.layer_norm_eps
     h = layer_norm(eps, name="layer_norm1", dtype=self.dtype)(x)
-    x = x + SelfAttention(cfg.num_heads, self.init_scheme, self.dtype, name="self_attn")(h)
+    x = x + SelfAttention(cfg.num_heads, self.init_scheme, self.dtype, self.lora, name="self_attn")(h)
     h = layer_norm(eps, name="layer_norm2", dtype=self.dtype)(x)
-    return x + MLP(cfg.mlp_dim, cfg.act, self.init_scheme, self.dtype, name="mlp")(h)
+    return x + MLP(cfg.mlp_dim, cfg.act, self.init_scheme, self.dtype, self.lora, name="mlp")(h)
 
 
 class VisionEncoder(nn.Module):
-  """Normalized pixels [B, S, S, 3] -> patch tokens [B, num_patches, width] of `config.select_layer`."""
+  """Normalized pixels [B, S, S, 3] -> patch tokens [B, num_patches, width] of `config.select_layer`.
+
+  `lora` puts adapters on every Dense of the encoder layers (attention and MLP), not on the patch
+  embedding: it is a Conv2d in Hugging Face's CLIP, which peft's linear-layer LoRA leaves alone.
+  """
 
   config: VisionConfig
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
@@ -132,7 +140,7 @@ class VisionEncoder(nn.Module):
       x = layer_norm(cfg.layer_norm_eps, name="pre_layrnorm", dtype=self.dtype)(x)
     # Hidden state i is the output of layer i-1: the layers after the selected one are never built.
     for i in range(cfg.num_layers_run):
-      x = EncoderLayer(cfg, self.init_scheme, self.dtype, name=f"layers_{i}")(x)
+      x = EncoderLayer(cfg, self.init_scheme, self.dtype, self.lora, name=f"layers_{i}")(x)
     return x[:, 1:] if cfg.class_token else x
 
   def _embed(self, pixels: jax.Array) -> jax.Array:

@@ -70,9 +70,9 @@ class UnifiedTinyVLAModel(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    self.vision = VisionEncoder(cfg.vision, init_scheme=cfg.init, dtype=dtype)
+    self.vision = VisionEncoder(cfg.vision, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("vision"))
     self.projector = Projector(cfg.projector, cfg.language.hidden_size, init_scheme=cfg.init, dtype=dtype)
-    self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype)
+    self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("language"))
     self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype)
 
   def encode_images(self, images: jax.Array) -> jax.Array:

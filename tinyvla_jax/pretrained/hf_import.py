@@ -1,8 +1,9 @@
 """Hugging Face checkpoints -> our configs and Flax parameter trees. Pure numpy: no torch needed.
 
-Functions here take a state dict already read into numpy (e.g. `safetensors.numpy.load_file`) and the
-config.json as a dict. Every tensor the model needs is checked for presence and shape, so a checkpoint
-that does not fit the config fails with one line naming the tensor, not deep inside a jit.
+Functions here take a state dict already read into numpy (e.g. `safetensors.numpy.load_file`, or the lazy
+mapping of pretrained/hf_folder.py) and the config.json as a dict. Every tensor the model needs is checked
+for presence and shape, and a tensor that is neither used nor known to be unneeded is an error too, so a
+checkpoint that does not fit the config fails with one line naming the tensor, not deep inside a jit.
 
 Layouts (torch -> ours):
   Linear weight [out, in]           -> Dense kernel [in, out] (transpose); bias as is
@@ -21,6 +22,15 @@ import numpy as np
 from tinyvla_jax.models.config import LanguageConfig, VisionConfig
 
 Params = dict[str, Any]
+
+# transformers' class defaults: a nested vision_config in a full CLIP/SigLIP config.json omits the keys
+# that equal them (transformers writes only the differences).
+_VISION_DEFAULTS = {
+    "clip": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+    "siglip": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                   image_size=224, patch_size=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6),
+}
 
 # transformers' activation names -> ours.
 _ACTS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
@@ -42,12 +52,13 @@ def language_config_from_hf(cfg: Mapping[str, Any]) -> LanguageConfig:
   # transformers' own defaults when a key is absent: 25% rotary, base 10000.
   pct = _first(cfg.get("rotary_pct"), rope.get("partial_rotary_factor"), cfg.get("partial_rotary_factor"), 0.25)
   base = _first(cfg.get("rotary_emb_base"), rope.get("rope_theta"), cfg.get("rope_theta"), 10000.0)
+  need = lambda key: _require(cfg, key, "GPT-NeoX config")
   config = LanguageConfig(
-      vocab_size=int(cfg["vocab_size"]),
-      hidden_size=int(cfg["hidden_size"]),
-      num_hidden_layers=int(cfg["num_hidden_layers"]),
-      num_attention_heads=int(cfg["num_attention_heads"]),
-      intermediate_size=int(cfg["intermediate_size"]),
+      vocab_size=int(need("vocab_size")),
+      hidden_size=int(need("hidden_size")),
+      num_hidden_layers=int(need("num_hidden_layers")),
+      num_attention_heads=int(need("num_attention_heads")),
+      intermediate_size=int(need("intermediate_size")),
       rotary_pct=float(pct),
       rotary_emb_base=float(base),
       max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
@@ -69,6 +80,10 @@ def vision_config_from_hf(cfg: Mapping[str, Any], *, select_layer: int = -2) -> 
   siglip = model_type.startswith("siglip")
   if not (siglip or model_type.startswith("clip")):
     raise ValueError(f"expected a CLIP or SigLIP vision config, got model_type={model_type!r}")
+  cfg = {**_VISION_DEFAULTS["siglip" if siglip else "clip"], **cfg}
+  for key in ("image_size", "patch_size"):
+    if not isinstance(cfg[key], int):  # transformers also allows (h, w) pairs; our ViT is square
+      raise ValueError(f"vision config {key}={cfg[key]!r}: only a single int (square images, patches) is supported")
   config = VisionConfig(
       image_size=int(cfg["image_size"]),
       patch_size=int(cfg["patch_size"]),
@@ -77,8 +92,8 @@ def vision_config_from_hf(cfg: Mapping[str, Any], *, select_layer: int = -2) -> 
       num_heads=int(cfg["num_attention_heads"]),
       mlp_dim=int(cfg["intermediate_size"]),
       select_layer=select_layer,
-      act=_act(cfg.get("hidden_act", "gelu_pytorch_tanh" if siglip else "quick_gelu")),
-      layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-6 if siglip else 1e-5)),
+      act=_act(cfg["hidden_act"]),
+      layer_norm_eps=float(cfg["layer_norm_eps"]),
       patch_bias=siglip,
       class_token=not siglip,
       pre_layernorm=not siglip,
@@ -95,15 +110,28 @@ class _Reader:
   def __init__(self, state_dict: Mapping[str, Any], prefix: str, what: str):
     self.sd, self.prefix, self.what, self.used = state_dict, prefix, what, set()
 
+  def where(self, key: str) -> str:
+    """" (in FILE)" when the state dict knows which file a tensor came from (pretrained/hf_folder.py)."""
+    locate = getattr(self.sd, "locate", None)
+    return f" (in {locate(key)})" if locate is not None else ""
+
   def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
     key = self.prefix + name
     if key not in self.sd:
       raise ValueError(f"{self.what} checkpoint is missing {key!r} (expected shape {shape})")
     value = np.asarray(self.sd[key], np.float32)
     if value.shape != tuple(shape):
-      raise ValueError(f"{self.what} checkpoint tensor {key!r} has shape {value.shape}, the config expects {shape}")
+      raise ValueError(f"{self.what} checkpoint tensor {key!r}{self.where(key)} has shape {value.shape}, "
+                       f"the config expects {shape}")
     self.used.add(key)
     return value
+
+  def check_unexpected(self, ignored: "re.Pattern[str]", hint: str) -> None:
+    """Every tensor must be used or match `ignored` (matched against the name without the prefix)."""
+    unexpected = sorted(k for k in self.sd if k not in self.used and not ignored.search(k.removeprefix(self.prefix)))
+    if unexpected:
+      raise ValueError(f"{self.what} checkpoint has {len(unexpected)} unexpected tensor(s), e.g. "
+                       f"{unexpected[0]!r}{self.where(unexpected[0])}: {hint}")
 
   def linear(self, name: str, fan_in: int, fan_out: int, bias: bool = True) -> Params:
     out = {"kernel": self.get(name + ".weight", (fan_out, fan_in)).T.copy()}
@@ -139,19 +167,16 @@ def gpt_neox_params_from_hf(state_dict: Mapping[str, Any], config: LanguageConfi
         "mlp": {"dense_h_to_4h": r.linear(p + "mlp.dense_h_to_4h", h, inner),
                 "dense_4h_to_h": r.linear(p + "mlp.dense_4h_to_h", inner, h)},
     }
-  unexpected = sorted(k for k in state_dict
-                      if k not in r.used and not _NEOX_IGNORED.search(k.removeprefix(prefix)))
-  if unexpected:
-    raise ValueError(f"GPT-NeoX checkpoint has {len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]!r}: "
-                     f"does num_hidden_layers={config.num_hidden_layers} match the checkpoint?")
+  r.check_unexpected(_NEOX_IGNORED, f"does num_hidden_layers={config.num_hidden_layers} match the checkpoint?")
   return params
 
 
 def clip_vision_params_from_hf(state_dict: Mapping[str, Any], config: VisionConfig) -> Params:
   """CLIPVisionModel (or CLIPModel, or SiglipVisionModel with the SigLIP switches) state dict -> VisionEncoder
   params. Keys may carry the `vision_model.` prefix (CLIPModel, transformers 4) or not (transformers 5
-  CLIPVisionModel). Only the layers `config.select_layer` needs are read; later layers, `post_layernorm`,
-  SigLIP's pooling head and any text tower are ignored."""
+  CLIPVisionModel). Only the layers `config.select_layer` needs are read; later layers (up to
+  `config.depth`), `post_layernorm`, SigLIP's pooling head and a full model's text tower are ignored;
+  any other tensor is an error."""
   prefix = "vision_model." if any(k.startswith("vision_model.") for k in state_dict) else ""
   r = _Reader(state_dict, prefix, "vision")
   w, p = config.width, config.patch_size
@@ -174,7 +199,17 @@ def clip_vision_params_from_hf(state_dict: Mapping[str, Any], config: VisionConf
         "layer_norm2": r.layer_norm(q + "layer_norm2", w),
         "mlp": {"fc1": r.linear(q + "mlp.fc1", w, config.mlp_dim), "fc2": r.linear(q + "mlp.fc2", config.mlp_dim, w)},
     }
+  later = "|".join(str(i) for i in range(config.num_layers_run, config.depth)) or "(?!)"  # (?!): none
+  ignored = re.compile(rf"^encoder\.layers\.({later})\.|^post_layernorm\.|^head\.|^embeddings\.position_ids$|"
+                       r"^(text_model\.|visual_projection\.|text_projection\.|logit_scale$|logit_bias$)")
+  r.check_unexpected(ignored, f"does num_hidden_layers={config.depth} match the checkpoint?")
   return params
+
+
+def _require(cfg: Mapping[str, Any], key: str, what: str):
+  if key not in cfg:
+    raise ValueError(f"{what} has no {key!r}: is this the config.json of the right model?")
+  return cfg[key]
 
 
 def _first(*values):

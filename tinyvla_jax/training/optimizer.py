@@ -1,9 +1,11 @@
 """The optimizer: one optax chain, clip_by_global_norm -> AdamW with a learning-rate schedule.
 
 Masks decide two things per parameter (by its path in the tree):
-- trainable or frozen (`optim.frozen`: top-level components such as "vision" or "language"): frozen
-  parameters get exactly zero updates (optax.set_to_zero), and their gradients do not count toward
-  the clipping norm;
+- trainable or frozen: a top-level component named in `optim.frozen` (e.g. "vision"), a backbone whose
+  `model.finetune` mode is "frozen", and everything but the LoRA adapters of a "lora" backbone are
+  frozen. Frozen parameters get exactly zero updates (optax.set_to_zero) and no optimizer state, and
+  their gradients do not count toward the clipping norm. `trainable_labels` is also what `summary`
+  counts trainable parameters with;
 - weight decay: `optim.decay="kernels"` decays matrices and conv kernels only (not biases, norm
   scales or embeddings), the usual practice; `"all"` decays everything, as torch.optim.AdamW does
   with a single parameter group (the original TinyVLA code).
@@ -15,6 +17,9 @@ from typing import Any
 
 import jax
 import optax
+
+from tinyvla_jax.models.config import FinetuneConfig
+from tinyvla_jax.models.lora import is_adapter
 
 SCHEDULES = ("cosine", "constant")
 DECAY_MODES = ("kernels", "all")
@@ -47,16 +52,27 @@ def decay_mask(params, mode: str):
       lambda path, x: x.ndim >= 2 and "embedding" not in _path_names(path)[-1], params)
 
 
-def trainable_labels(params, frozen: tuple[str, ...]):
+def trainable_labels(params, frozen: tuple[str, ...], finetune: FinetuneConfig | None = None):
+  """{component: tree of "train" / "frozen"} for `optim.frozen` and the backbones' `model.finetune` modes."""
   unknown = set(frozen) - set(params)
   if unknown:
     raise ValueError(f"optim.frozen names {sorted(unknown)}, which are not model components; "
                      f"choose from {sorted(params)}")
-  return {k: jax.tree.map(lambda _: "frozen" if k in frozen else "train", v) for k, v in params.items()}
+  finetune = finetune or FinetuneConfig()
+
+  def labels(component, tree):
+    mode = "frozen" if component in frozen else finetune.mode(component)
+    if mode == "lora":
+      return jax.tree_util.tree_map_with_path(lambda path, _: "train" if is_adapter(path) else "frozen", tree)
+    return jax.tree.map(lambda _: "frozen" if mode == "frozen" else "train", tree)
+
+  return {k: labels(k, v) for k, v in params.items()}
 
 
-def make_optimizer(optim: Any, *, total_steps: int, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """-> (the transformation, its learning-rate schedule) for the `optim` config section."""
+def make_optimizer(optim: Any, *, total_steps: int, params,
+                   finetune: FinetuneConfig | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """-> (the transformation, its learning-rate schedule) for the `optim` config section and the model's
+  `finetune` modes (None: every backbone trains fully)."""
   schedule = learning_rate_schedule(optim, total_steps=total_steps)
   parts = []
   if optim.grad_clip_norm is not None:
@@ -65,7 +81,8 @@ def make_optimizer(optim: Any, *, total_steps: int, params) -> tuple[optax.Gradi
                            weight_decay=optim.weight_decay,  # optax's default is 1e-4, torch's 0.01: explicit
                            mask=decay_mask(params, optim.decay)))
   tx = optax.chain(*parts)
-  frozen = tuple(optim.frozen or ())
-  if frozen:
-    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, trainable_labels(params, frozen))
+  labels = trainable_labels(params, tuple(optim.frozen or ()), finetune)
+  # Only wrap when something is frozen: a fully trained model keeps the plain chain (and its state layout).
+  if any(label == "frozen" for label in jax.tree.leaves(labels)):
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule

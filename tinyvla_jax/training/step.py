@@ -27,16 +27,22 @@ from tinyvla_jax.training.state import TrainState
 Batch = dict[str, jax.Array]
 
 
-def diffusion_loss(apply_fn: Callable, params, batch: Batch, rng: jax.Array, schedule: NoiseSchedule) -> jax.Array:
-  """Epsilon-MSE of the noise predicted for randomly noised action chunks (padding excluded)."""
+def diffusion_loss(apply_fn: Callable, params, batch: Batch, rng: jax.Array, schedule: NoiseSchedule, *,
+                   train: bool = False) -> jax.Array:
+  """Epsilon-MSE of the noise predicted for randomly noised action chunks (padding excluded).
+
+  `train` hands the model a "dropout" rng (LoRA dropout, models/layers.py); evaluation passes none.
+  """
   actions = batch["actions"]
   noise_key, t_key = jax.random.split(rng)
+  # A key of its own, derived beside the split: the noise and timesteps stay what they were without it.
+  rngs = {"dropout": jax.random.fold_in(rng, 1)} if train else {}
   noise = jax.random.normal(noise_key, actions.shape, jnp.float32)
   timesteps = jax.random.randint(t_key, (actions.shape[0],), 0, schedule.num_train_steps)
   noisy = q_sample(schedule, actions, noise, timesteps)
   predicted = apply_fn({"params": params}, images=batch["images"], tokens=batch["tokens"],
                        token_mask=batch["token_mask"], state=batch["state"], noisy_actions=noisy,
-                       timesteps=timesteps)
+                       timesteps=timesteps, rngs=rngs)
   return epsilon_mse(predicted=predicted, target=noise, mask=batch["action_mask"])
 
 
@@ -47,7 +53,7 @@ def make_train_step(*, apply_fn: Callable, tx: optax.GradientTransformation, lr_
   """Builds the step. `loss_scale_threshold` reproduces the broken original (loss *= factor above it)."""
 
   def objective(params, batch, rng):
-    loss = diffusion_loss(apply_fn, params, batch, rng, noise_schedule)
+    loss = diffusion_loss(apply_fn, params, batch, rng, noise_schedule, train=True)
     scaled = loss
     if loss_scale_threshold is not None:
       # The original's "loss clipping": scales the loss (and so the gradient) when it is large.

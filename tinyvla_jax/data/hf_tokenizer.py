@@ -1,0 +1,109 @@
+"""A pretrained LLM's tokenizer (Hugging Face `tokenizer.json`, read by the `tokenizers` library).
+
+Same interface as data/tokenizer.py's ByteTokenizer: `encode`, `prompt_ids`, `encode_prompt`,
+`encode_batch`, `decode`, `image_token_id`, `to_asset`.
+
+The image placeholder. `<image>` is not in Pythia's vocabulary, and LLaVA/TinyVLA never embed their
+placeholder (-200): they tokenize the text around it separately and splice the image features in. We do
+the same, except the placeholder needs a real row of the embedding table because the model embeds the
+whole id sequence before splicing (models/vla.py, splice_image_tokens). So the placeholder is the first
+id past the tokenizer's vocabulary (`max id + 1`): the tokenizer never produces it, so it can never be a
+text id, and Pythia's embedding table is padded past its tokenizer (50304 rows for 50277 ids) so the row
+exists; resolve_config (pretrained/backbones.py) checks that it does. The row's value never reaches the
+model: the splice replaces it. The prompt is then, as in LLaVA's tokenizer_image_token:
+  [specials before] + ids("USER: ") + [placeholder] + ids("\\n{instruction} ASSISTANT: ") + [specials after]
+where the specials are whatever the tokenizer's post-processor adds around one sequence (none for Pythia).
+
+Padding ids are the tokenizer's own pad id when tokenizer.json sets one, else 0; the mask keeps them out
+of every result, so their value does not matter.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from tinyvla_jax.data.tokenizer import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE
+
+ASSET_KIND = "hf_tokenizers"
+FILE = "tokenizer.json"
+
+
+class HFTokenizer:
+  def __init__(self, json_text: str, *, source: str = FILE):
+    from tinyvla_jax.pretrained.hf_folder import require
+
+    tokenizers = require("tokenizers")
+    try:
+      self._tok = tokenizers.Tokenizer.from_str(json_text)
+    except Exception as error:  # noqa: BLE001 - the Rust side raises a generic Exception
+      raise ValueError(f"{source} is not a readable tokenizers file ({str(error).splitlines()[0][:200]})") from None
+    self.json_text = json_text
+    vocab = self._tok.get_vocab(with_added_tokens=True)
+    if not vocab:
+      raise ValueError(f"{source} has an empty vocabulary")
+    self.image_token_id = max(vocab.values()) + 1
+    padding = self._tok.padding
+    self.pad_id = int(padding["pad_id"]) if padding else 0
+    self._prefix, self._suffix = self._specials()
+
+  @classmethod
+  def from_folder(cls, folder: str) -> "HFTokenizer":
+    path = os.path.join(folder, FILE)
+    if not os.path.isfile(path):
+      raise ValueError(f"{path} not found: a pretrained LLM folder needs its tokenizer.json "
+                       "(transformers' save_pretrained of the tokenizer writes it)")
+    with open(path, encoding="utf-8") as f:
+      return cls(f.read(), source=path)
+
+  @property
+  def vocab_size(self) -> int:
+    """Ids in use, the placeholder included."""
+    return self.image_token_id + 1
+
+  def _specials(self) -> tuple[list[int], list[int]]:
+    """The ids the post-processor puts before and after a single sequence (e.g. a BOS), found by diffing."""
+    plain = self._tok.encode("USER:", add_special_tokens=False).ids
+    full = self._tok.encode("USER:", add_special_tokens=True).ids
+    for i in range(len(full) - len(plain) + 1):
+      if full[i:i + len(plain)] == plain:
+        return full[:i], full[i + len(plain):]
+    raise ValueError("the tokenizer's post-processor rewrites the text's ids, not only adds special tokens: "
+                     "such a tokenizer.json is not supported")
+
+  def encode(self, text: str) -> list[int]:
+    """The text's ids, without special tokens."""
+    return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tok.decode([int(i) for i in ids if int(i) != self.image_token_id])
+
+  def prompt_ids(self, instruction: str) -> list[int]:
+    before, after = PROMPT_TEMPLATE.split(IMAGE_PLACEHOLDER)
+    return (self._prefix + self.encode(before) + [self.image_token_id]
+            + self.encode(after.format(instruction=instruction)) + self._suffix)
+
+  def encode_prompt(self, instruction: str, *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (ids int32 [max_length], mask bool [max_length]), right padded with `pad_id`."""
+    ids = self.prompt_ids(instruction)
+    if len(ids) > max_length:
+      raise ValueError(f"prompt {instruction!r} needs {len(ids)} tokens but max_length is {max_length}: "
+                       f"raise config.data.max_text_len to at least {len(ids)}")
+    out = np.full((max_length,), self.pad_id, np.int32)
+    out[: len(ids)] = ids
+    mask = np.zeros((max_length,), np.bool_)
+    mask[: len(ids)] = True
+    return out, mask
+
+  def encode_batch(self, instructions: Sequence[str], *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [self.encode_prompt(s, max_length=max_length) for s in instructions]
+    if not pairs:
+      return np.zeros((0, max_length), np.int32), np.zeros((0, max_length), np.bool_)
+    ids, masks = zip(*pairs)
+    return np.stack(ids), np.stack(masks)
+
+  def to_asset(self) -> dict:
+    """What a checkpoint stores to rebuild this tokenizer without the folder (data/tokenizer.py)."""
+    return {"kind": ASSET_KIND, "json": self.json_text, "image_token_id": self.image_token_id}
