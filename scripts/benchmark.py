@@ -26,6 +26,7 @@ from tinyvla_jax import cli
 from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.models.sampling import make_action_sampler
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel
+from tinyvla_jax.pretrained import backbones
 from tinyvla_jax.training import loop
 from tinyvla_jax.training.step import make_train_step
 
@@ -61,11 +62,11 @@ def peak_memory_bytes() -> dict:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = backbones.resolve_config(_CONFIG.value)  # sizes from --config.pretrained.* folders, if given
   if _BATCH.value:
     config.train.batch_size = _BATCH.value
   model_cfg = loop.model_config(config)
-  train_loader, _, _ = loop.load_data(config, model_cfg)
+  train_loader = loop.load_data(config, model_cfg).train
   model = UnifiedTinyVLAModel(model_cfg)
   state, tx, lr = loop.build_state(config, model, total_steps=1000)
   schedule = make_schedule(num_train_steps=config.diffusion.num_train_steps, beta_schedule=config.diffusion.beta_schedule)

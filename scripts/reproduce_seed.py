@@ -33,6 +33,7 @@ from tinyvla_jax.training.metrics import read_metrics
 def variants(preset: str, epochs: int) -> dict:
   def fixed():
     c = recipes.fixed_recipe(presets.model_preset(preset), preset=preset)
+    recipes.synthetic_data(c)  # the seed table (reports/seed/) was measured on the procedural task
     c.train.epochs = epochs
     c.train.tensorboard = False
     return c
@@ -52,7 +53,7 @@ def variants(preset: str, epochs: int) -> dict:
 def init_output_std(config) -> float:
   """Std of the head's output at init for unit-normal noisy actions on a real batch."""
   model_cfg = loop.model_config(config)
-  loader, _, _ = loop.load_data(config, model_cfg)
+  loader = loop.load_data(config, model_cfg).train
   batch = next(loader.batches(0))
   model = UnifiedTinyVLAModel(model_cfg)
   state, _, _ = loop.build_state(config, model, total_steps=1)

@@ -24,7 +24,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main) -> None:
-  """absl's app.run with one-line errors: bad flags, and ValueErrors (our input checks raise those).
+  """absl's app.run with one-line errors: bad flags, ValueErrors (our input checks raise those), missing
+  files and missing optional packages (each of ours says what to install or pass).
 
   Set TINYVLA_TRACEBACK=1 to see the full traceback of a ValueError.
   """
@@ -35,7 +36,7 @@ def run(main) -> None:
   def guarded(argv):
     try:
       return main(argv)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:  # bad input, a missing file or extra
       if os.environ.get("TINYVLA_TRACEBACK"):
         raise
       sys.exit(f"error: {error}  (TINYVLA_TRACEBACK=1 shows the traceback)")

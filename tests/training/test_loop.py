@@ -19,7 +19,7 @@ from tinyvla_jax.training.metrics import read_metrics
 
 def micro_config(**train):
   """The tiny preset cut further (fewer layers = faster compiles); 8 episodes, 2 epochs."""
-  c = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
+  c = recipes.synthetic_data(recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny"))
   c.model.vision.depth = 2  # select_layer -2: one layer runs
   c.model.language.num_hidden_layers = 1
   c.model.head.down_dims = (16, 32)
@@ -36,7 +36,7 @@ def micro_config(**train):
 
 
 def steps_per_epoch(config) -> int:
-  train_loader, _, _ = loop.load_data(config, loop.model_config(config))
+  train_loader = loop.load_data(config, loop.model_config(config)).train
   return train_loader.steps_per_epoch
 
 
@@ -139,7 +139,7 @@ def test_the_vla_learns_a_fixed_batch_and_its_step_compiles_once():
   config = micro_config()
   config.optim.learning_rate = 1e-3
   model_cfg = loop.model_config(config)
-  train_loader, _, _ = loop.load_data(config, model_cfg)
+  train_loader = loop.load_data(config, model_cfg).train
   model = UnifiedTinyVLAModel(model_cfg)
   state, tx, lr = loop.build_state(config, model, total_steps=100)
   schedule = make_schedule(num_train_steps=100)

@@ -1,32 +1,70 @@
 """Where episodes come from, by name (`data.source`): a registry, not an if/else chain.
 
+- "metaworld": an episode dataset on disk (data/store.py), made by scripts/collect_metaworld.py.
+  `data.path` names it; unset, the small dataset shipped inside the package (SHIPPED_DATASET).
+  `data.cameras` / `data.tasks` (comma-separated, empty = all) pick a subset.
 - "synthetic": the procedural two-target reaching task (data/synthetic.py), generated in memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Callable
 
 from tinyvla_jax.data import synthetic
 from tinyvla_jax.data.episodes import Episode
+from tinyvla_jax.data.normalize import NormStats
 from tinyvla_jax.models.config import VLAConfig
 
-
-def _synthetic(data) -> list[Episode]:
-  return synthetic.make_episodes(data.num_episodes, seed=data.seed, image_size=data.image_size,
-                                 num_cameras=data.num_cameras)
+# 4 MetaWorld tasks x 20 expert demos, corner2 camera at 72 px (see its card.json and the README).
+SHIPPED_DATASET = os.path.join(os.path.dirname(__file__), "assets", "metaworld_4tasks")
 
 
-SOURCES: dict[str, Callable] = {"synthetic": _synthetic}
+@dataclasses.dataclass
+class LoadedData:
+  episodes: list[Episode]
+  stats: NormStats | None = None  # cached statistics of the whole dataset; None: compute from training split
+  card: dict | None = None  # what the dataset says about itself (tasks, instructions, cameras, sizes)
+  setup_seeds: dict[str, list[int]] | None = None  # setups used by the data, so evaluation can avoid them
+
+
+def _names(value) -> list[str] | None:
+  if value is None or value == "" or value == ():
+    return None
+  return [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+
+
+def _metaworld(data) -> LoadedData:
+  from tinyvla_jax.data.store import EpisodeStore
+  store = EpisodeStore(data.path or SHIPPED_DATASET)
+  episodes = store.load(cameras=_names(data.cameras), tasks=_names(data.tasks),
+                        max_episodes_per_task=data.get("max_episodes_per_task"))
+  card = dict(store.card, cameras=_names(data.cameras) or list(store.cameras),
+              path=os.path.abspath(store.path))
+  return LoadedData(episodes=episodes, stats=store.stats(), card=card,
+                    setup_seeds={k: sorted(v) for k, v in store.setup_seeds().items()})
+
+
+def _synthetic(data) -> LoadedData:
+  return LoadedData(episodes=synthetic.make_episodes(data.num_episodes, seed=data.seed, image_size=data.image_size,
+                                                     num_cameras=data.num_cameras))
+
+
+SOURCES: dict[str, Callable[..., LoadedData]] = {"metaworld": _metaworld, "synthetic": _synthetic}
+
+
+def load_data(data) -> LoadedData:
+  if data.source not in SOURCES:
+    raise ValueError(f"data.source={data.source!r} is not one of {sorted(SOURCES)}")
+  loaded = SOURCES[data.source](data)
+  if not loaded.episodes:
+    raise ValueError(f"data.source={data.source!r} gave no episodes (check data.path / data.tasks)")
+  return loaded
 
 
 def load_episodes(data) -> list[Episode]:
-  if data.source not in SOURCES:
-    raise ValueError(f"data.source={data.source!r} is not one of {sorted(SOURCES)}")
-  episodes = SOURCES[data.source](data)
-  if not episodes:
-    raise ValueError(f"data.source={data.source!r} gave no episodes")
-  return episodes
+  return load_data(data).episodes
 
 
 def check_matches_model(episodes: list[Episode], model: VLAConfig) -> None:
@@ -38,3 +76,7 @@ def check_matches_model(episodes: list[Episode], model: VLAConfig) -> None:
   for key, want, got in checks:
     if want != got:
       raise ValueError(f"the data has {got} where {key}={want}: set --config.{key}={got}")
+  size = ep.images.shape[2]
+  if size < model.vision.image_size:
+    raise ValueError(f"the data's images are {size} px but model.vision.image_size={model.vision.image_size}: "
+                     f"collect with --size >= {model.vision.image_size}")

@@ -101,13 +101,12 @@ def check_cameras(cameras) -> tuple[str, ...]:
   return cameras
 
 
-def _import_metaworld():
+def require_metaworld():
   # osmesa renders headless with no GPU and no display; a user with EGL sets MUJOCO_GL=egl themselves.
   os.environ.setdefault("MUJOCO_GL", "osmesa")
   try:
-    import metaworld  # noqa: F401
-    import metaworld.policies  # noqa: F401
-    import mujoco  # noqa: F401
+    import metaworld
+    import metaworld.policies  # noqa: F401 - the experts
   except ImportError as e:
     raise ImportError(f"MetaWorld is not installed ({e}): pip install 'tinyvla_jax[sim]' and the GL library "
                       "(Debian: apt-get install -y libosmesa6)") from None
@@ -115,7 +114,7 @@ def _import_metaworld():
 
 
 def all_task_names() -> tuple[str, ...]:
-  metaworld = _import_metaworld()
+  metaworld = require_metaworld()
   from metaworld.env_dict import ALL_V3_ENVIRONMENTS
   del metaworld
   return tuple(ALL_V3_ENVIRONMENTS)
@@ -132,7 +131,7 @@ class MetaWorldTask:
   """One MetaWorld v3 task with seeded setups, a fixed set of cameras and the scripted expert."""
 
   def __init__(self, task: str, *, cameras=("corner2",), image_size: int = 72):
-    metaworld = _import_metaworld()
+    metaworld = require_metaworld()
     import mujoco
     from metaworld.policies import ENV_POLICY_MAP
     (self.task,) = expand_tasks([task])
@@ -151,7 +150,8 @@ class MetaWorldTask:
     try:
       self._renderer = mujoco.Renderer(self.env.model, self.image_size, self.image_size)
     except Exception as e:  # noqa: BLE001 - GL failures come as several exception types
-      raise RuntimeError(f"MuJoCo cannot render (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}. Install the GL "
+      # An ImportError: what is missing is a library, and the CLIs print it as one line.
+      raise ImportError(f"MuJoCo cannot render (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}. Install the GL "
                          "library (Debian: apt-get install -y libosmesa6) or set MUJOCO_GL=egl") from None
     self._video_renderers: dict[int, object] = {}
     self._raw = None

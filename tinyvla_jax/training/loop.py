@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -24,10 +24,11 @@ from tinyvla_jax.data import sources
 from tinyvla_jax.data.episodes import split_episodes
 from tinyvla_jax.data.loader import ChunkLoader, compute_stats
 from tinyvla_jax.data.normalize import NormStats
-from tinyvla_jax.data.tokenizer import ByteTokenizer
+from tinyvla_jax.data.tokenizer import make_tokenizer
 from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
+from tinyvla_jax.pretrained import backbones
 from tinyvla_jax.training.checkpoints import Checkpointer
 from tinyvla_jax.training.metrics import MetricsWriter
 from tinyvla_jax.training.optimizer import make_optimizer
@@ -55,27 +56,58 @@ def model_config(config) -> VLAConfig:
   return VLAConfig.from_dict(config.model.to_dict())
 
 
-def load_data(config, model_cfg: VLAConfig):
-  episodes = sources.load_episodes(config.data)
+class Data(NamedTuple):
+  train: ChunkLoader
+  val: ChunkLoader | None
+  stats: NormStats
+  info: dict  # stored in checkpoint assets: the dataset's card and the setups it used (for evaluation)
+
+
+def crop_window(image_size: int, crop_fraction: float) -> int | None:
+  """The side of the crop window for `data.crop_fraction` of stored `image_size` (None: no crop).
+  The model resizes the window to model.vision.image_size (72 px stored x 0.89 = 64 = the cpu preset)."""
+  if not 0 < crop_fraction <= 1:
+    raise ValueError(f"data.crop_fraction={crop_fraction} must be in (0, 1]")
+  window = int(round(crop_fraction * image_size))
+  return None if window >= image_size else max(window, 1)
+
+
+def load_data(config, model_cfg: VLAConfig, *, shard_index: int = 0, num_shards: int = 1) -> Data:
+  loaded = sources.load_data(config.data)
+  episodes = loaded.episodes
   sources.check_matches_model(episodes, model_cfg)
   train_eps, val_eps = split_episodes(episodes, val_fraction=config.data.val_fraction, seed=config.train.seed)
-  stats = compute_stats(train_eps)
-  tokenizer = ByteTokenizer()
+  # A dataset's cached statistics cover all its episodes (as Diffusion Policy's normalizer and Octo's
+  # dataset statistics); procedural data has none, so its training split is measured.
+  stats = loaded.stats or compute_stats(train_eps)
+  tokenizer = make_tokenizer(config)  # the pretrained LLM's tokenizer.json, else bytes
+  if tokenizer.image_token_id != model_cfg.image_token_id:
+    raise ValueError(f"model.image_token_id={model_cfg.image_token_id} but the tokenizer's image placeholder is "
+                     f"{tokenizer.image_token_id}: leave model.image_token_id to the preset / pretrained.llm")
+  crop = crop_window(episodes[0].images.shape[2], config.data.get("crop_fraction", 1.0))
   common = dict(tokenizer=tokenizer, stats=stats, horizon=model_cfg.head.horizon,
-                max_text_len=config.data.max_text_len)
-  train_loader = ChunkLoader(train_eps, batch_size=config.train.batch_size, seed=config.train.seed, **common)
+                max_text_len=config.data.max_text_len, crop_size=crop)
+  train_loader = ChunkLoader(train_eps, batch_size=config.train.batch_size, seed=config.train.seed,
+                             augment=bool(config.data.get("random_crop", False)), shard_index=shard_index,
+                             num_shards=num_shards, **common)
   val_loader = None
   if val_eps:
     val_loader = ChunkLoader(val_eps, batch_size=config.train.batch_size, seed=0, shuffle=False, drop_last=False,
-                             **common)
-  return train_loader, val_loader, stats
+                             shard_index=shard_index, num_shards=num_shards, **common)
+  info = dict(source=config.data.source, card=loaded.card, setup_seeds=loaded.setup_seeds,
+              tasks=sorted({e.task for e in episodes}), crop_window=crop, image_size=int(episodes[0].images.shape[2]))
+  return Data(train_loader, val_loader, stats, info)
 
 
-def build_state(config, model: UnifiedTinyVLAModel, *, total_steps: int):
+def build_state(config, model: UnifiedTinyVLAModel, *, total_steps: int, pretrained: bool = True):
+  """`pretrained=False` skips reading the pretrained folders (a resumed run restores its own weights)."""
   rng = jax.random.key(config.train.seed)
   init_rng, train_rng = jax.random.split(rng)
   params = init_params(model, init_rng, text_len=config.data.max_text_len)
-  tx, lr_schedule = make_optimizer(config.optim, total_steps=total_steps, params=params)
+  if pretrained:
+    params = backbones.load_pretrained(params, config)
+  tx, lr_schedule = make_optimizer(config.optim, total_steps=total_steps, params=params,
+                                   finetune=model.config.finetune)
   state = create_train_state(params=params, tx=tx, rng=train_rng, use_ema=config.train.ema_decay is not None)
   return state, tx, lr_schedule
 
@@ -156,12 +188,17 @@ def evaluate(eval_step, params, loader: ChunkLoader | None, seed: int) -> float 
 # --- the run ------------------------------------------------------------------------------------
 
 def train(config, *, workdir: str, overwrite: bool = False, progress: bool = True) -> RunResult:
+  # Model sizes from the pretrained folders' config.json; the checkpoint stores this resolved config.
+  config = backbones.resolve_config(config)
   model_cfg = model_config(config)
-  train_loader, val_loader, stats = load_data(config, model_cfg)
+  # Each host loads its slice of every global batch (one host: all of it).
+  data = load_data(config, model_cfg, shard_index=jax.process_index(), num_shards=jax.process_count())
+  train_loader, val_loader, stats = data.train, data.val, data.stats
   steps_per_epoch = train_loader.steps_per_epoch
   total_steps = config.train.epochs * steps_per_epoch
   model = UnifiedTinyVLAModel(model_cfg)
-  state, tx, lr_schedule = build_state(config, model, total_steps=total_steps)
+  state, tx, lr_schedule = build_state(config, model, total_steps=total_steps,
+                                       pretrained=overwrite or not Checkpointer.exists(workdir))
   noise_schedule = make_schedule(num_train_steps=config.diffusion.num_train_steps,
                                  beta_schedule=config.diffusion.beta_schedule)
 
@@ -173,6 +210,8 @@ def train(config, *, workdir: str, overwrite: bool = False, progress: bool = Tru
     stored_stats = NormStats.from_json(restored.assets["norm_stats"])
     if not np.allclose(stored_stats.action_min, stats.action_min):
       raise ValueError(f"the data under data.* changed since {workdir} was written; use --overwrite")
+    if "data_iterator" in restored.assets:
+      train_loader.check_iterator_state(restored.assets["data_iterator"], int(state.batches_seen))
 
   step_fn = jax.jit(make_train_step(
       apply_fn=model.apply, tx=tx, lr_schedule=lr_schedule, noise_schedule=noise_schedule,
@@ -181,13 +220,15 @@ def train(config, *, workdir: str, overwrite: bool = False, progress: bool = Tru
       donate_argnums=0)
   eval_fn = jax.jit(make_eval_step(apply_fn=model.apply, noise_schedule=noise_schedule))
   writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard)
-  assets = {"norm_stats": stats.to_json(), "tokenizer": "byte"}
+  assets = {"norm_stats": stats.to_json(), "tokenizer": train_loader.tokenizer.to_asset(), "data": data.info}
 
   def save(step: int, val_loss: float | None, force: bool = False):
+    assets["data_iterator"] = train_loader.iterator_state(int(state.batches_seen))
     checkpointer.save(step, train_state=state, params=state.inference_params, assets=assets,
                       config=config_json(config), metrics=None if val_loss is None else {"val_loss": val_loss},
                       force=force)
 
+  closed_loop = _ClosedLoopEval(config, model, data, workdir, writer, tokenizer=train_loader.tokenizer)
   max_steps = min(config.train.max_steps or total_steps, total_steps)
   seen = int(state.batches_seen)
   history, stopped = [], False
@@ -218,6 +259,8 @@ def train(config, *, workdir: str, overwrite: bool = False, progress: bool = Tru
           history.append(record)
           writer.write(int(state.step), {k: v for k, v in record.items() if v is not None}, prefix="epoch")
           save(int(state.step), val_loss)
+          if closed_loop.due(epoch + 1):
+            closed_loop.run(state.inference_params, epoch=epoch + 1, step=int(state.step))
         if stop.received or seen >= max_steps:
           if not epoch_done:
             save(int(state.step), None, force=True)
@@ -231,6 +274,44 @@ def train(config, *, workdir: str, overwrite: bool = False, progress: bool = Tru
     checkpointer.close()
     writer.close()
   return RunResult(state=state, history=history, stopped_early=stopped)
+
+
+class _ClosedLoopEval:
+  """`eval.every_epochs`: MetaWorld rollouts of the current inference params (evaluation/rollout.py)."""
+
+  def __init__(self, config, model, data: Data, workdir: str, writer: MetricsWriter, *, tokenizer):
+    ev = config.get("eval")
+    self.every = int(ev.every_epochs) if ev is not None and ev.every_epochs else 0
+    if not self.every:
+      return
+    from tinyvla_jax.evaluation.context import data_context
+    from tinyvla_jax.evaluation.policies import VLAPolicy
+    from tinyvla_jax.sim.metaworld import require_metaworld
+    require_metaworld()  # fail at start, not after the first epoch, when MetaWorld is missing
+    self.context = data_context(data.info)  # raises for non-MetaWorld data
+    self.config, self.workdir, self.writer = config, workdir, writer
+    self.policy = VLAPolicy(model=model, params=None, stats=data.stats, tokenizer=tokenizer,
+                            max_text_len=config.data.max_text_len, diffusion=config.diffusion.to_dict(),
+                            crop_window=data.info["crop_window"], seed=ev.seed)
+
+  def due(self, epoch: int) -> bool:
+    return bool(self.every) and epoch % self.every == 0
+
+  def run(self, params, *, epoch: int, step: int) -> dict:
+    from tinyvla_jax.evaluation import rollout
+    ev, ctx = self.config.eval, self.context
+    self.policy.params = params
+    summary = rollout.evaluate(
+        self.policy, tasks=ev.tasks.split(",") if ev.tasks else ctx["tasks"], episodes=ev.episodes, seed=ev.seed,
+        cameras=ctx["cameras"], image_size=ctx["image_size"], instructions=ctx["instructions"],
+        exclude_seeds=ctx["exclude_seeds"], execution=ev.execution, action_steps=ev.action_steps,
+        max_steps=ev.max_steps, out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video,
+        progress=False, label=f"epoch{epoch}")
+    values = {f"success/{t}": r["success_rate"] for t, r in summary["tasks"].items()}
+    values["success/mean"] = summary["mean_success_rate"]
+    self.writer.write(step, values, prefix="eval")
+    logging.info("epoch %d closed-loop success %.2f", epoch, summary["mean_success_rate"])
+    return summary
 
 
 class _Flusher:

@@ -1,0 +1,34 @@
+"""The data and evaluation entry points answer bad input with one line naming what to fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+  proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                        env=dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa")))
+  lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
+  return proc.returncode, lines, proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "tinyvla_jax.evaluate", "--workdir", "/nonexistent/run"], "no checkpoints under '/nonexistent/run'"),
+    (["-m", "tinyvla_jax.evaluate"], "pass --workdir DIR"),
+    (["-m", "tinyvla_jax.train", "--config", "configs/fixed.py:tiny", "--config.data.path=/nonexistent/data",
+      "--workdir", "/tmp/never"], "no episode dataset at '/nonexistent/data' (data.path)"),
+    (["-m", "tinyvla_jax.train", "--config", "configs/fixed.py:tiny", "--config.data.cameras=topview",
+      "--workdir", "/tmp/never"], "camera 'topview' (data.cameras) is not in"),
+    (["scripts/collect_metaworld.py", "--out", "/tmp/never"], "pass --tasks"),
+])
+def test_one_line_errors(args, message):
+  code, errors, stderr = run(*args)
+  assert code != 0 and len(errors) == 1, stderr[-2000:]
+  assert message in errors[0], errors[0]
+  assert "Traceback" not in stderr

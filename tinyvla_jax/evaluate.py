@@ -1,0 +1,80 @@
+"""Closed-loop evaluation in MetaWorld: `python -m tinyvla_jax.evaluate --workdir DIR`.
+
+  python -m tinyvla_jax.evaluate --workdir workdirs/cpu                       # the trained policy
+  python -m tinyvla_jax.evaluate --workdir workdirs/cpu --execution ensemble  # TinyVLA's temporal ensembling
+  python -m tinyvla_jax.evaluate --policy expert --episodes 20                # the harness's ceiling ...
+  python -m tinyvla_jax.evaluate --policy random --episodes 20                # ... and its floor
+
+Tasks, cameras, image size, instructions and the setups to avoid come from the checkpoint (the data
+it was trained on); without --workdir, from --data (default: the shipped dataset). Writes
+summary.json and one GIF per task under --out (default <workdir>/eval/<policy>-step<N>-seed<S>).
+Needs the `sim` extra and a GL library (Debian: libosmesa6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from absl import flags
+
+from tinyvla_jax import cli
+from tinyvla_jax.evaluation import policies, rollout
+from tinyvla_jax.evaluation.context import data_context, dataset_context
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir whose checkpoint is evaluated.")
+_POLICY = flags.DEFINE_enum("policy", "vla", ["vla", "expert", "random"], "Which policy acts.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest readable).")
+_TASKS = flags.DEFINE_string("tasks", None, "Comma-separated tasks (default: those of the training data).")
+_EPISODES = flags.DEFINE_integer("episodes", 20, "Rollouts per task, each on an unseen setup.")
+_SEED = flags.DEFINE_integer("seed", 1000, "Seed of the evaluation setups (collection uses 0).")
+_EXECUTION = flags.DEFINE_enum("execution", "receding", ["receding", "ensemble"],
+                               "Receding horizon (Diffusion Policy) or temporal ensembling (ACT/TinyVLA).")
+_ACTION_STEPS = flags.DEFINE_integer("action_steps", 8, "Receding horizon: actions executed per chunk.")
+_ENSEMBLE_K = flags.DEFINE_float("ensemble_k", 0.01, "Temporal ensembling: weights exp(-k i), i=0 oldest.")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", 300, "Step limit per episode (MetaWorld's own is 500).")
+_DATA = flags.DEFINE_string("data", None, "Dataset whose tasks/cameras/setups apply without --workdir "
+                            "(default: the shipped one).")
+_OUT = flags.DEFINE_string("out", None, "Output directory for summary.json and videos.")
+_VIDEO = flags.DEFINE_bool("video", True, "Write one GIF per task (its first episode).")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments {argv[1:]}")
+  logging.getLogger().setLevel(logging.WARNING)
+  policy_name = _POLICY.value
+  step = None
+  if policy_name == "vla":
+    if not _WORKDIR.value:
+      raise ValueError("pass --workdir DIR (a training workdir), or --policy expert|random")
+    policy, info = policies.VLAPolicy.from_workdir(_WORKDIR.value, step=_STEP.value, seed=_SEED.value)
+    context = data_context(info["assets"].get("data", {}))
+    step = info["step"]
+  else:
+    context = dataset_context(_DATA.value)
+    if _WORKDIR.value:  # evaluate the baseline on exactly the setups the trained policy gets
+      from tinyvla_jax.training.checkpoints import Checkpointer
+      with Checkpointer(_WORKDIR.value) as checkpointer:
+        context = data_context(checkpointer.restore_json(_STEP.value)[0].get("data", {}))
+    policy = policies.ExpertPolicy() if policy_name == "expert" else policies.RandomPolicy(seed=_SEED.value)
+  tasks = _TASKS.value.split(",") if _TASKS.value else context["tasks"]
+  default_root = os.path.join(_WORKDIR.value, "eval") if _WORKDIR.value else "eval"
+  name = f"{policy_name}{'' if step is None else f'-step{step}'}-{_EXECUTION.value}-seed{_SEED.value}"
+  out = _OUT.value or os.path.join(default_root, name)
+  summary = rollout.evaluate(
+      policy, tasks=tasks, episodes=_EPISODES.value, seed=_SEED.value, cameras=context["cameras"],
+      image_size=context["image_size"], instructions=context["instructions"], exclude_seeds=context["exclude_seeds"],
+      execution=_EXECUTION.value, action_steps=_ACTION_STEPS.value, ensemble_k=_ENSEMBLE_K.value,
+      max_steps=_MAX_STEPS.value, out_dir=out, video=_VIDEO.value, progress=_PROGRESS.value, label=name)
+  summary["workdir"], summary["step"] = _WORKDIR.value, step
+  with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  print(rollout.format_table({name: summary}))
+  print(f"summary: {os.path.join(out, 'summary.json')} ({summary['wall_s']} s)")
+
+
+if __name__ == "__main__":
+  cli.run(main)

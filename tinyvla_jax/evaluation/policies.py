@@ -1,0 +1,106 @@
+"""Policies the evaluator can run: a trained checkpoint, MetaWorld's scripted expert, and uniform noise.
+
+A policy is `start_episode(task, instruction)` then `policy(obs) -> chunk [T, A]` of unnormalized
+actions (obs is sim.metaworld.Observation). The expert and the random policy return chunks of one
+step, so every policy goes through the same execution and rollout code.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from tinyvla_jax.data.augment import center_crop
+from tinyvla_jax.data.normalize import NormStats
+from tinyvla_jax.data.tokenizer import tokenizer_from_assets
+from tinyvla_jax.diffusion.schedule import make_schedule
+from tinyvla_jax.models.config import VLAConfig
+from tinyvla_jax.models.sampling import make_action_sampler
+from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
+
+
+class VLAPolicy:
+  """A trained TinyVLA: one jitted call per chunk (vision + LLM once, then the DDIM/DDPM loop in a scan)."""
+
+  def __init__(self, *, model: UnifiedTinyVLAModel, params, stats: NormStats, tokenizer, max_text_len: int,
+               diffusion, crop_window: int | None, seed: int = 0):
+    self.model, self.params, self.stats, self.tokenizer = model, params, stats, tokenizer
+    self.max_text_len, self.crop_window = max_text_len, crop_window
+    schedule = make_schedule(num_train_steps=diffusion["num_train_steps"], beta_schedule=diffusion["beta_schedule"])
+    self._sample = make_action_sampler(model, schedule=schedule, num_inference_steps=diffusion["num_inference_steps"],
+                                       sampler=diffusion["sampler"], clip_sample=diffusion["clip_sample"])
+    self._rng = jax.random.key(seed)
+    self._calls = 0
+    self._tokens = None
+
+  @classmethod
+  def from_workdir(cls, workdir: str, *, step: int | None = None, seed: int = 0) -> tuple["VLAPolicy", dict]:
+    """The checkpoint's inference params (EMA if trained with it), statistics, tokenizer and config.
+    Returns (policy, info) with info = dict(step, config, assets)."""
+    from tinyvla_jax.training.checkpoints import Checkpointer
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+      raise FileNotFoundError(f"no checkpoints under {workdir!r} (--workdir): train first with "
+                              "python -m tinyvla_jax.train --config configs/fixed.py --workdir DIR")
+    with Checkpointer(workdir) as checkpointer:
+      assets, config = checkpointer.restore_json(step)
+      config = ml_collections.ConfigDict(config)
+      model = UnifiedTinyVLAModel(VLAConfig.from_dict(config.model.to_dict()))
+      target = jax.eval_shape(lambda: init_params(model, jax.random.key(0), text_len=config.data.max_text_len))
+      restored = checkpointer.restore(train_state_target=None, params_target=target, step=step)
+    data = restored.assets.get("data", {})
+    policy = cls(model=model, params=restored.params, stats=NormStats.from_json(restored.assets["norm_stats"]),
+                 tokenizer=tokenizer_from_assets(restored.assets), max_text_len=config.data.max_text_len,
+                 diffusion=config.diffusion.to_dict(), crop_window=data.get("crop_window"), seed=seed)
+    return policy, dict(step=restored.step, config=config, assets=restored.assets)
+
+  def start_episode(self, task: str, instruction: str) -> None:
+    ids, mask = self.tokenizer.encode_prompt(instruction, max_length=self.max_text_len)
+    self._tokens = (np.asarray(ids, np.int32)[None], np.asarray(mask, bool)[None])
+
+  def __call__(self, obs) -> np.ndarray:
+    if self._tokens is None:
+      raise RuntimeError("call start_episode(task, instruction) first")
+    images = obs.images if self.crop_window is None else center_crop(obs.images, self.crop_window)
+    state = self.stats.normalize_state(np.asarray(obs.state, np.float32))[None]
+    rng = jax.random.fold_in(self._rng, self._calls)
+    self._calls += 1
+    chunk = self._sample(self.params, rng, images=np.ascontiguousarray(images)[None], tokens=self._tokens[0],
+                         token_mask=self._tokens[1], state=state)
+    return self.stats.unnormalize_actions(np.asarray(chunk[0]))
+
+
+class ExpertPolicy:
+  """MetaWorld's scripted expert (reads the privileged observation); chunks of one step."""
+
+  def __init__(self):
+    from tinyvla_jax.sim.metaworld import require_metaworld
+    require_metaworld()
+    from metaworld.policies import ENV_POLICY_MAP
+    self._policies = ENV_POLICY_MAP
+    self._expert = None
+
+  def start_episode(self, task: str, instruction: str) -> None:
+    self._expert = self._policies[task]()
+
+  def __call__(self, obs) -> np.ndarray:
+    import warnings
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      return np.clip(np.asarray(self._expert.get_action(obs.raw), np.float32), -1, 1)[None]
+
+
+class RandomPolicy:
+  """Uniform actions in [-1, 1]: the floor a learned policy must beat."""
+
+  def __init__(self, *, action_dim: int = 4, seed: int = 0):
+    self.action_dim = action_dim
+    self._rng = np.random.default_rng(seed)
+
+  def start_episode(self, task: str, instruction: str) -> None:
+    pass
+
+  def __call__(self, obs) -> np.ndarray:
+    return self._rng.uniform(-1, 1, size=(1, self.action_dim)).astype(np.float32)
