@@ -23,15 +23,14 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import numpy as np
 
-from tinyvla_jax.data.tokenizer import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE
+from tinyvla_jax.data.tokenizer import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE, PromptEncoding
 
 ASSET_KIND = "hf_tokenizers"
 FILE = "tokenizer.json"
 
 
-class HFTokenizer:
+class HFTokenizer(PromptEncoding):
   def __init__(self, json_text: str, *, source: str = FILE):
     from tinyvla_jax.pretrained.hf_folder import require
 
@@ -84,25 +83,6 @@ class HFTokenizer:
     before, after = PROMPT_TEMPLATE.split(IMAGE_PLACEHOLDER)
     return (self._prefix + self.encode(before) + [self.image_token_id]
             + self.encode(after.format(instruction=instruction)) + self._suffix)
-
-  def encode_prompt(self, instruction: str, *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> (ids int32 [max_length], mask bool [max_length]), right padded with `pad_id`."""
-    ids = self.prompt_ids(instruction)
-    if len(ids) > max_length:
-      raise ValueError(f"prompt {instruction!r} needs {len(ids)} tokens but max_length is {max_length}: "
-                       f"raise config.data.max_text_len to at least {len(ids)}")
-    out = np.full((max_length,), self.pad_id, np.int32)
-    out[: len(ids)] = ids
-    mask = np.zeros((max_length,), np.bool_)
-    mask[: len(ids)] = True
-    return out, mask
-
-  def encode_batch(self, instructions: Sequence[str], *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [self.encode_prompt(s, max_length=max_length) for s in instructions]
-    if not pairs:
-      return np.zeros((0, max_length), np.int32), np.zeros((0, max_length), np.bool_)
-    ids, masks = zip(*pairs)
-    return np.stack(ids), np.stack(masks)
 
   def to_asset(self) -> dict:
     """What a checkpoint stores to rebuild this tokenizer without the folder (data/tokenizer.py)."""

@@ -18,8 +18,39 @@ PROMPT_TEMPLATE = "USER: <image>\n{instruction} ASSISTANT: "
 IMAGE_PLACEHOLDER = "<image>"
 
 
-class ByteTokenizer:
+class PromptEncoding:
+  """Padding and batching of prompts, shared by every tokenizer: a subclass gives `prompt_ids(instruction)`
+  (the unpadded ids, with exactly one image placeholder) and `pad_id`."""
+
+  pad_id: int
+
+  def prompt_ids(self, instruction: str) -> list[int]:
+    raise NotImplementedError
+
+  def encode_prompt(self, instruction: str, *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (ids int32 [max_length], mask bool [max_length]), right padded with `pad_id`."""
+    ids = self.prompt_ids(instruction)
+    if len(ids) > max_length:
+      raise ValueError(f"prompt {instruction!r} needs {len(ids)} tokens but max_length is {max_length}: "
+                       f"raise config.data.max_text_len to at least {len(ids)}")
+    out = np.full((max_length,), self.pad_id, np.int32)
+    out[: len(ids)] = ids
+    mask = np.zeros((max_length,), np.bool_)
+    mask[: len(ids)] = True
+    return out, mask
+
+  def encode_batch(self, instructions: Sequence[str], *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (ids int32 [N, max_length], mask bool [N, max_length])."""
+    pairs = [self.encode_prompt(s, max_length=max_length) for s in instructions]
+    if not pairs:
+      return np.zeros((0, max_length), np.int32), np.zeros((0, max_length), np.bool_)
+    ids, masks = zip(*pairs)
+    return np.stack(ids), np.stack(masks)
+
+
+class ByteTokenizer(PromptEncoding):
   PAD = 0
+  pad_id = PAD
   BOS = 1
   EOS = 2
   IMAGE = 3
@@ -49,26 +80,6 @@ class ByteTokenizer:
     instruction stays text, so every prompt has exactly one IMAGE id."""
     before, after = PROMPT_TEMPLATE.split(IMAGE_PLACEHOLDER)
     return self.encode(before) + [self.IMAGE] + self.encode(after.format(instruction=instruction))
-
-  def encode_prompt(self, instruction: str, *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> (ids int32 [max_length], mask bool [max_length]), right padded with PAD."""
-    ids = self.prompt_ids(instruction)
-    if len(ids) > max_length:
-      raise ValueError(f"prompt {instruction!r} needs {len(ids)} tokens but max_length is {max_length}: "
-                       f"raise config.data.max_text_len to at least {len(ids)}")
-    out = np.full((max_length,), self.PAD, np.int32)
-    out[: len(ids)] = ids
-    mask = np.zeros((max_length,), np.bool_)
-    mask[: len(ids)] = True
-    return out, mask
-
-  def encode_batch(self, instructions: Sequence[str], *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> (ids int32 [N, max_length], mask bool [N, max_length])."""
-    pairs = [self.encode_prompt(s, max_length=max_length) for s in instructions]
-    if not pairs:
-      return np.zeros((0, max_length), np.int32), np.zeros((0, max_length), np.bool_)
-    ids, masks = zip(*pairs)
-    return np.stack(ids), np.stack(masks)
 
 
 # --- choosing a tokenizer -----------------------------------------------------------------------------
