@@ -13,7 +13,6 @@ Needs the `sim` extra and a GL library (Debian: libosmesa6).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -68,10 +67,8 @@ def main(argv):
       policy, tasks=tasks, episodes=_EPISODES.value, seed=_SEED.value, cameras=context["cameras"],
       image_size=context["image_size"], instructions=context["instructions"], exclude_seeds=context["exclude_seeds"],
       execution=_EXECUTION.value, action_steps=_ACTION_STEPS.value, ensemble_k=_ENSEMBLE_K.value,
-      max_steps=_MAX_STEPS.value, out_dir=out, video=_VIDEO.value, progress=_PROGRESS.value, label=name)
-  summary["workdir"], summary["step"] = _WORKDIR.value, step
-  with open(os.path.join(out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+      max_steps=_MAX_STEPS.value, out_dir=out, video=_VIDEO.value, progress=_PROGRESS.value, label=name,
+      meta=dict(workdir=_WORKDIR.value, step=step))
   print(rollout.format_table({name: summary}))
   print(f"summary: {os.path.join(out, 'summary.json')} ({summary['wall_s']} s)")
 

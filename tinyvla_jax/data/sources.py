@@ -63,10 +63,6 @@ def load_data(data) -> LoadedData:
   return loaded
 
 
-def load_episodes(data) -> list[Episode]:
-  return load_data(data).episodes
-
-
 def check_matches_model(episodes: list[Episode], model: VLAConfig) -> None:
   """The data's sizes must be the model's: one line naming the config key to change otherwise."""
   ep = episodes[0]

@@ -86,10 +86,8 @@ class ExpertPolicy:
     self._expert = self._policies[task]()
 
   def __call__(self, obs) -> np.ndarray:
-    import warnings
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")
-      return np.clip(np.asarray(self._expert.get_action(obs.raw), np.float32), -1, 1)[None]
+    from tinyvla_jax.sim.metaworld import expert_action
+    return expert_action(self._expert, obs.raw)[None]
 
 
 class RandomPolicy:

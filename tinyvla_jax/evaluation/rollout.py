@@ -71,8 +71,10 @@ def write_gif(path: str, frames: list, fps: int = 20) -> None:
 def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner2",), image_size: int = 72,
              instructions: dict | None = None, exclude_seeds: dict | None = None, execution: str = "receding",
              action_steps: int = 8, ensemble_k: float = 0.01, max_steps: int = 300, out_dir: str | None = None,
-             video: bool = True, video_size: int = 128, progress: bool = True, label: str = "") -> dict:
-  """Run `episodes` rollouts per task and return (and write, with out_dir) the summary."""
+             video: bool = True, video_size: int = 128, progress: bool = True, label: str = "",
+             meta: dict | None = None) -> dict:
+  """Run `episodes` rollouts per task and return (and write, with out_dir) the summary; `meta` (e.g. the
+  workdir and checkpoint step) is recorded in it as is."""
   tasks = mw.expand_tasks(tasks)
   if episodes < 1:
     raise ValueError(f"--episodes={episodes} must be >= 1")
@@ -83,7 +85,7 @@ def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner
     os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
   summary = dict(policy=label, execution=execution, action_steps=action_steps if execution == "receding" else None,
                  ensemble_k=ensemble_k if execution == "ensemble" else None, max_steps=max_steps, seed=seed,
-                 episodes_per_task=episodes, cameras=list(cameras), image_size=image_size, tasks={})
+                 episodes_per_task=episodes, cameras=list(cameras), image_size=image_size, **(meta or {}), tasks={})
   t_start = time.perf_counter()
   bar = tqdm(total=episodes * len(tasks), disable=not progress, desc="evaluate", unit="episode", dynamic_ncols=True)
   try:

@@ -35,8 +35,7 @@ def expert_episode(env: mw.MetaWorldTask, *, setup_seed: int, max_steps: int) ->
   images, states, actions = [], [], []
   success = False
   for _ in range(max_steps):
-    # The experts' raw outputs reach +-12; MetaWorld clips to [-1, 1]. Store what was executed.
-    action = np.clip(env.expert_action(), -1.0, 1.0)
+    action = env.expert_action()  # clipped to [-1, 1]: what MetaWorld executes
     images.append(obs.images)
     states.append(obs.state)
     actions.append(action)

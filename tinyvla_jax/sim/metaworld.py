@@ -183,9 +183,7 @@ class MetaWorldTask:
     return self._observe(raw), bool(info["success"])
 
   def expert_action(self) -> np.ndarray:
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")  # the experts warn "Constant(s) may be too high" on every call
-      return np.asarray(self.expert.get_action(self._raw), np.float32)
+    return expert_action(self.expert, self._raw)
 
   def render_view(self, camera: str, size: int) -> np.ndarray:
     """A larger frame for videos (uint8 [size, size, 3]); the policy never sees it."""
@@ -207,6 +205,14 @@ class MetaWorldTask:
     for r in [self._renderer, *self._video_renderers.values()]:
       r.close()
     self.env.close()
+
+
+def expert_action(expert, raw: np.ndarray) -> np.ndarray:
+  """A scripted expert's action as MetaWorld executes it: the experts' raw outputs reach +-12 and the
+  env clips to [-1, 1], so the clipped action is what a demo stores and what a policy is judged by."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the experts warn "Constant(s) may be too high" on every call
+    return np.clip(np.asarray(expert.get_action(raw), np.float32), -1.0, 1.0)
 
 
 def _fast_rendering(model) -> None:
