@@ -116,6 +116,9 @@ def _classify(path: tuple[str, ...], leaf, siblings) -> tuple[str, int, int]:
   kernel = siblings.get("kernel", leaf)
   if kernel.ndim == 2:
     return "dense", kernel.shape[0], kernel.shape[1]
+  if kernel.ndim == 4:  # Conv2d (the ViT's conv stem): [kh, kw, in, out]
+    kh, kw, cin, cout = kernel.shape
+    return "conv", cin * kh * kw, cout * kh * kw
   k, cin, cout = kernel.shape
   if "final_projection" in path:
     return "projection", cin * k, cout * k
@@ -132,13 +135,24 @@ def _walk(tree, path=()):
       yield path + (key,), value, tree
 
 
-@pytest.fixture(scope="module", params=["fixed", "torch_default"])
+@pytest.fixture(scope="module", params=["fixed", "torch_default", "fixed-cpu-recipe"])
 def tiny_params(request):
+  """The tiny preset as is, and with what the `cpu` recipe switches on (conv stem, keypoint and attention
+  readouts' parameters, the projector's LayerNorm), so every kind of layer is met."""
   cfg = presets.model_preset("tiny").to_dict()
-  cfg["init"] = request.param
+  scheme = request.param.split("-")[0]
+  cfg["init"] = scheme
+  if request.param.endswith("cpu-recipe"):
+    cfg["vision"]["stem"] = "conv"
+    cfg["head"]["readout"] = "spatial_softmax"
+    cfg["projector"] = "mlp2x_gelu_ln"
   config = VLAConfig.from_dict(cfg)
   params = jax.device_get(init_params(UnifiedTinyVLAModel(config), jax.random.key(1)))
-  return request.param, jax.tree.map(np.asarray, params)
+  if request.param.endswith("cpu-recipe"):
+    cfg["head"]["readout"] = "attention"
+    more = init_params(UnifiedTinyVLAModel(VLAConfig.from_dict(cfg)), jax.random.key(2))
+    params["head"]["condition"]["attention_pool"] = jax.device_get(more["head"]["condition"]["attention_pool"])
+  return scheme, jax.tree.map(np.asarray, params)
 
 
 def test_every_parameter_follows_its_scheme(tiny_params):

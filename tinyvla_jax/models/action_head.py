@@ -2,8 +2,8 @@
 
 Data flow (B batch, T horizon, A action_dim, H LLM width, S state_dim):
 
-  LLM hidden [B, L, H] --masked mean over valid tokens--> [B, H] --LayerNorm--> concat state [B, H+S]
-      --Linear--> [B, H] = global condition
+  LLM hidden [B, L, H] --readout (models/readout.py; TinyVLA: masked mean over valid tokens, LayerNorm)-->
+      concat state --Linear--> [B, H] = global condition
   timestep [B] --sinusoidal(E)--> Linear(E, 4E) --Mish--> Linear(4E, E) = step embedding [B, E]
   cond = concat(step embedding, global condition) [B, E+H]
 
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from tinyvla_jax.models import layers
 from tinyvla_jax.models.config import ActionHeadConfig
+from tinyvla_jax.models.readout import ConditionEncoder
 
 Dtype = Any
 
@@ -40,13 +41,6 @@ def sinusoidal_embedding(timesteps: jax.Array, dim: int) -> jax.Array:
   freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -(math.log(10000.0) / (half - 1)))
   args = timesteps.astype(jnp.float32)[:, None] * freqs[None, :]
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
-
-
-def masked_mean(hidden: jax.Array, mask: jax.Array) -> jax.Array:
-  """[B, L, H], [B, L] bool -> [B, H]: mean over the valid tokens only (a row with none gives 0)."""
-  weights = mask.astype(jnp.float32)[..., None]
-  total = jnp.sum(hidden.astype(jnp.float32) * weights, axis=1)
-  return total / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
 
 
 class Conv1dBlock(nn.Module):
@@ -145,38 +139,35 @@ class ConditionalUnet1D(nn.Module):
     return x.astype(jnp.float32)
 
 
-class ConditionEncoder(nn.Module):
-  """TinyVLA's pooling: masked mean -> LayerNorm -> concat robot state -> Linear back to H."""
-
-  init_scheme: str = "fixed"
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, hidden: jax.Array, mask: jax.Array, state: jax.Array) -> jax.Array:
-    width = hidden.shape[-1]
-    pooled = masked_mean(hidden, mask)
-    pooled = layers.layer_norm(1e-5, name="norm_after_pool")(pooled)
-    x = jnp.concatenate([pooled, state.astype(jnp.float32)], axis=-1)
-    return layers.Dense(width, init_scheme=self.init_scheme, dtype=self.dtype, name="combine")(x)
-
-
 class ActionHead(nn.Module):
   """Predicts the noise in a noisy action chunk, given LLM hidden states, robot state and timestep."""
 
   config: ActionHeadConfig
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
+  # Where the image tokens are (for the readouts that treat them apart): views per example and the
+  # patch grid of one view. obs_steps robot states arrive concatenated.
+  num_views: int = 1
+  grid: tuple[int, int] = (1, 1)
+  obs_steps: int = 1
 
   def setup(self):
-    self.condition = ConditionEncoder(self.init_scheme, self.dtype)
-    self.unet = ConditionalUnet1D(self.config, self.init_scheme, self.dtype)
+    cfg = self.config
+    self.condition = ConditionEncoder(cfg.readout, cfg.num_keypoints, cfg.num_queries, self.num_views,
+                                      tuple(self.grid), cfg.keypoint_source, self.init_scheme, self.dtype)
+    self.unet = ConditionalUnet1D(cfg, self.init_scheme, self.dtype)
 
-  def encode_condition(self, *, hidden: jax.Array, mask: jax.Array, state: jax.Array) -> jax.Array:
-    """[B, L, H], [B, L], [B, S] -> global condition [B, H]."""
-    _check_state(state, self.config, hidden.shape[0])
+  def encode_condition(self, *, hidden: jax.Array, mask: jax.Array, state: jax.Array,
+                       image_start: jax.Array | None = None, image_tokens: jax.Array | None = None) -> jax.Array:
+    """[B, L, H], [B, L], [B, obs_steps * S], image_start [B] (first image token; 0 if None), image_tokens
+    [B, V*P, H] (the projected vision tokens as spliced into the decoder; only keypoint_source="vision"
+    reads them) -> [B, H]."""
+    _check_state(state, self.config, hidden.shape[0], self.obs_steps)
     if mask.shape != hidden.shape[:2]:
       raise ValueError(f"hidden {hidden.shape} and mask {mask.shape} disagree: mask must be [B, L]")
-    return self.condition(hidden, mask, state)
+    if image_start is None:
+      image_start = jnp.zeros((hidden.shape[0],), jnp.int32)
+    return self.condition(hidden, mask, image_start, state, image_tokens)
 
   def predict_noise(self, *, noisy_actions: jax.Array, timesteps: jax.Array, condition: jax.Array) -> jax.Array:
     """[B, T, A], [B] int, [B, H] -> predicted noise [B, T, A]."""
@@ -196,7 +187,8 @@ class ActionHead(nn.Module):
     return self.predict_noise(noisy_actions=noisy_actions, timesteps=timesteps, condition=condition)
 
 
-def _check_state(state, cfg: ActionHeadConfig, batch: int) -> None:
-  if state.shape != (batch, cfg.state_dim):
-    raise ValueError(f"state must be [B={batch}, state_dim={cfg.state_dim}] (config model.head.state_dim), "
-                     f"got {state.shape}")
+def _check_state(state, cfg: ActionHeadConfig, batch: int, obs_steps: int = 1) -> None:
+  width = cfg.state_dim * obs_steps
+  if state.shape != (batch, width):
+    raise ValueError(f"state must be [B={batch}, {width}] (model.head.state_dim={cfg.state_dim} x "
+                     f"model.obs_steps={obs_steps}), got {state.shape}")

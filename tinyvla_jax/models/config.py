@@ -12,9 +12,13 @@ from typing import Any, Mapping
 
 INIT_SCHEMES = ("fixed", "torch_default")
 CONV_IMPLS = ("auto", "xla", "im2col")
-PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
+PROJECTOR_TYPES = ("linear", "mlp2x_gelu", "mlp2x_gelu_ln")
 ACTIVATIONS = ("quick_gelu", "gelu", "gelu_tanh")
+STEMS = ("patch", "conv")
 FINETUNE_MODES = ("full", "lora", "frozen")
+# How the global condition is read out of the decoder's hidden states (models/readout.py).
+READOUTS = ("mean", "split_mean", "spatial_softmax", "attention")
+KEYPOINT_SOURCES = ("decoder", "vision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +39,12 @@ class VisionConfig:
   patch_bias: bool = False  # CLIP: False, SigLIP: True.
   class_token: bool = True  # CLIP: True, SigLIP: False. Dropped from the output either way.
   pre_layernorm: bool = True  # CLIP's `pre_layrnorm`; SigLIP has none.
+  # How pixels become tokens: "patch" (CLIP/SigLIP: one linear map per patch_size x patch_size patch) or
+  # "conv" (a convolutional stem: stride-2 3x3 convs down to the same patch grid, then that linear map;
+  # Xiao et al. 2021, "Early convolutions help transformers see better"). From-scratch models only: no
+  # pretrained CLIP/SigLIP has the conv stem's weights.
+  stem: str = "patch"
+  stem_channels: int = 32  # width of the conv stem's first conv (doubling at each stride-2 conv)
 
   @property
   def num_patches(self) -> int:
@@ -55,6 +65,11 @@ class VisionConfig:
            f"{prefix}.select_layer={self.select_layer} selects no encoder layer of {self.depth}: "
            f"use -1..-{self.depth} or 1..{self.depth}")
     _check(self.act in ACTIVATIONS, f"{prefix}.act={self.act!r} must be one of {ACTIVATIONS}")
+    _check(self.stem in STEMS, f"{prefix}.stem={self.stem!r} must be one of {STEMS}")
+    if self.stem == "conv":
+      p = self.patch_size
+      _check(p >= 2 and p & (p - 1) == 0,
+             f"{prefix}.stem='conv' halves the image log2(patch_size) times: {prefix}.patch_size={p} must be a power of 2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +120,15 @@ class ActionHeadConfig:
   step_embed_dim: int = 32
   cond_predict_scale: bool = True  # FiLM scale + bias (TinyVLA), not bias only.
   conv_impl: str = "auto"
+  # Readout of the condition from the decoder (models/readout.py): "mean" (TinyVLA: masked mean over every
+  # token), "split_mean" (text tokens and image tokens averaged apart), "spatial_softmax" (Diffusion
+  # Policy's keypoints on each view's patch grid + the text mean), "attention" (learned queries).
+  readout: str = "mean"
+  num_keypoints: int = 32  # spatial_softmax: keypoints per view
+  # spatial_softmax: keypoints of the decoder's final hidden states at the image positions ("decoder"), or of
+  # the projected vision tokens the decoder receives ("vision"; the text mean still comes from the decoder).
+  keypoint_source: str = "decoder"
+  num_queries: int = 4  # attention: learned queries
 
   @property
   def downsample_factor(self) -> int:
@@ -123,6 +147,11 @@ class ActionHeadConfig:
     _check(self.kernel_size % 2 == 1,
            f"{prefix}.kernel_size={self.kernel_size} must be odd ('same' padding k//2, as Diffusion Policy)")
     _check(self.conv_impl in CONV_IMPLS, f"{prefix}.conv_impl={self.conv_impl!r} must be one of {CONV_IMPLS}")
+    _check(self.readout in READOUTS, f"{prefix}.readout={self.readout!r} must be one of {READOUTS}")
+    _check(self.num_keypoints >= 1, f"{prefix}.num_keypoints={self.num_keypoints} must be >= 1")
+    _check(self.keypoint_source in KEYPOINT_SOURCES,
+           f"{prefix}.keypoint_source={self.keypoint_source!r} must be one of {KEYPOINT_SOURCES}")
+    _check(self.num_queries >= 1, f"{prefix}.num_queries={self.num_queries} must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,11 +211,25 @@ class VLAConfig:
   finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
   projector: str = "mlp2x_gelu"
   num_cameras: int = 1
+  # Observation history (Diffusion Policy's n_obs_steps): the model sees the frames and states of the
+  # last `obs_steps` steps. Images arrive as obs_steps * num_cameras views (oldest frame first), the state
+  # as obs_steps states concatenated, so the head's state input is obs_steps * head.state_dim wide.
+  obs_steps: int = 1
   init: str = "fixed"
   dtype: str = "float32"  # Compute dtype; parameters stay float32.
   # Token id that marks where the image tokens go in the prompt. The byte tokenizer's IMAGE id by
   # default; with a pretrained tokenizer, the first id past its vocabulary (data/hf_tokenizer.py).
   image_token_id: int = 3
+
+  @property
+  def num_views(self) -> int:
+    """Images per example: every camera at every observed step."""
+    return self.num_cameras * self.obs_steps
+
+  @property
+  def state_width(self) -> int:
+    """The state vector the head reads: `obs_steps` robot states concatenated."""
+    return self.head.state_dim * self.obs_steps
 
   def validate(self) -> "VLAConfig":
     self.vision.validate()
@@ -197,6 +240,7 @@ class VLAConfig:
            f"model.projector={self.projector!r} must be one of {PROJECTOR_TYPES}")
     _check(self.init in INIT_SCHEMES, f"model.init={self.init!r} must be one of {INIT_SCHEMES}")
     _check(self.num_cameras >= 1, f"model.num_cameras={self.num_cameras} must be >= 1")
+    _check(self.obs_steps >= 1, f"model.obs_steps={self.obs_steps} must be >= 1")
     _check(self.dtype in ("float32", "bfloat16"), f"model.dtype={self.dtype!r} must be float32 or bfloat16")
     return self
 

@@ -98,6 +98,30 @@ class Conv1d(nn.Module):
     return y + bias.astype(self.dtype)
 
 
+class Conv2d(nn.Module):
+  """torch.nn.Conv2d on [B, H, W, C] images. kernel [kh, kw, in, out] (torch weight.transpose(2, 3, 1, 0));
+  fans are in*kh*kw and out*kh*kw, as torch computes them."""
+
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  init_scheme: str = "fixed"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", initializers.kernel_init(self.init_scheme, "conv"), (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param("bias", initializers.bias_init(self.init_scheme, x.shape[-1] * k * k), (self.features,),
+                      jnp.float32)
+    pad = ((self.padding, self.padding),) * 2
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride,) * 2, pad,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias.astype(self.dtype)
+
+
 class ConvTranspose1d(nn.Module):
   """torch.nn.ConvTranspose1d on [B, L, C]. kernel [K, in, out] (torch weight [in, out, K].transpose(2, 0, 1))."""
 

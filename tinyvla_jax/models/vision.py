@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import LoraConfig, VisionConfig
-from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm, softmax_attention
+from tinyvla_jax.models.layers import ACTIVATIONS, Conv2d, Dense, group_norm, layer_norm, softmax_attention
 
 Dtype = Any
 
@@ -117,6 +117,27 @@ class EncoderLayer(nn.Module):
     return x + MLP(cfg.mlp_dim, cfg.act, self.init_scheme, self.dtype, self.lora, name="mlp")(h)
 
 
+class ConvStem(nn.Module):
+  """[B, S, S, 3] -> [B, S/p, S/p, C]: log2(p) stride-2 3x3 convs, each GroupNorm + GELU, channels doubling
+  from `channels`. Translation-equivariant features with a receptive field that overlaps patches, which a
+  ViT trained from scratch on a few dozen demonstrations learns to localize with far sooner than from a
+  linear patch embedding."""
+
+  patch_size: int
+  channels: int
+  init_scheme: str = "fixed"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i in range(int(self.patch_size).bit_length() - 1):
+      features = self.channels * 2 ** i
+      x = Conv2d(features, 3, stride=2, padding=1, init_scheme=self.init_scheme, dtype=self.dtype, name=f"conv{i}")(x)
+      x = group_norm(min(8, features), dtype=self.dtype, name=f"norm{i}")(x)
+      x = jax.nn.gelu(x, approximate=False)
+    return x
+
+
 class VisionEncoder(nn.Module):
   """Normalized pixels [B, S, S, 3] -> patch tokens [B, num_patches, width] of `config.select_layer`.
 
@@ -147,8 +168,13 @@ class VisionEncoder(nn.Module):
     """Patch embedding (+ class token in front) + learned positions -> [B, (1+)P, width]."""
     cfg = self.config
     embed_init = initializers.embedding_init(self.init_scheme)
+    if cfg.stem == "conv":
+      x = ConvStem(cfg.patch_size, cfg.stem_channels, self.init_scheme, self.dtype, name="conv_stem")(pixels)
+      x = x.reshape(x.shape[0], -1, x.shape[-1])  # [B, P, C], patches row-major as patchify's
+    else:
+      x = patchify(pixels.astype(self.dtype), cfg.patch_size)
     x = Dense(cfg.width, init_scheme=self.init_scheme, use_bias=cfg.patch_bias, dtype=self.dtype,
-              name="patch_embedding")(patchify(pixels.astype(self.dtype), cfg.patch_size))
+              name="patch_embedding")(x)
     if cfg.class_token:
       cls = self.param("class_embedding", embed_init, (cfg.width,), jnp.float32)
       cls = jnp.broadcast_to(cls.astype(self.dtype), (x.shape[0], 1, cfg.width))

@@ -4,7 +4,7 @@
       --projector--> image tokens [B, V*P, H]
   tokens [B, L] (one IMAGE placeholder per row) --embed_in--> [B, L, H]
   splice: the placeholder is replaced by the V*P image tokens -> [B, L-1+V*P, H] (+ mask)
-  GPT-NeoX -> hidden [B, L', H] -> ActionHead(masked mean, state, noisy actions, t) -> noise [B, T, A]
+  GPT-NeoX -> hidden [B, L', H] -> ActionHead(readout, state, noisy actions, t) -> noise [B, T, A]
 
 Camera views are encoded separately (one ViT pass each, weights shared) and their tokens concatenated
 in camera order, as TinyVLA does for its two views.
@@ -24,7 +24,13 @@ from tinyvla_jax.models.vision import CLIP_MEAN, CLIP_STD, VisionEncoder, prepro
 
 
 class Projector(nn.Module):
-  """LLaVA's projector: "linear", or "mlp2x_gelu" (Linear -> GELU -> Linear)."""
+  """LLaVA's projector: "linear", or "mlp2x_gelu" (Linear -> GELU -> Linear); "mlp2x_gelu_ln" adds a
+  LayerNorm on its output, so image tokens enter the decoder's residual stream at unit scale per channel.
+
+  Why the LayerNorm: a decoder trained from scratch adds updates that grow the residual stream ~10x over
+  its layers (measured on the `cpu` preset: token norm 4 in, 38 before the final LayerNorm), so what the
+  image tokens carried in becomes a small part of what the readout sees, and its gradient shrinks with it.
+  """
 
   kind: str
   features: int
@@ -34,9 +40,11 @@ class Projector(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = layers.Dense(self.features, init_scheme=self.init_scheme, dtype=self.dtype, name="fc1")(x)
-    if self.kind == "mlp2x_gelu":
+    if self.kind.startswith("mlp2x_gelu"):
       x = jax.nn.gelu(x, approximate=False)
       x = layers.Dense(self.features, init_scheme=self.init_scheme, dtype=self.dtype, name="fc2")(x)
+    if self.kind.endswith("_ln"):
+      x = layers.layer_norm(1e-5, name="norm", dtype=self.dtype)(x)
     return x
 
 
@@ -73,14 +81,17 @@ class UnifiedTinyVLAModel(nn.Module):
     self.vision = VisionEncoder(cfg.vision, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("vision"))
     self.projector = Projector(cfg.projector, cfg.language.hidden_size, init_scheme=cfg.init, dtype=dtype)
     self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("language"))
-    self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype)
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype, num_views=cfg.num_views, grid=(grid, grid),
+                           obs_steps=cfg.obs_steps)
 
   def encode_images(self, images: jax.Array) -> jax.Array:
-    """uint8 [B, V, h, w, 3] -> image tokens in the LLM width [B, V*P, H]."""
+    """uint8 [B, V, h, w, 3] -> image tokens in the LLM width [B, V*P, H]. V = obs_steps * num_cameras views,
+    oldest step first, cameras in order within a step."""
     cfg = self.config
-    if images.ndim != 5 or images.shape[1] != cfg.num_cameras or images.shape[-1] != 3:
-      raise ValueError(f"images must be [B, num_cameras={cfg.num_cameras}, H, W, 3] uint8 "
-                       f"(config model.num_cameras), got {images.shape}")
+    if images.ndim != 5 or images.shape[1] != cfg.num_views or images.shape[-1] != 3:
+      raise ValueError(f"images must be [B, {cfg.num_views}, H, W, 3] uint8 (model.num_cameras="
+                       f"{cfg.num_cameras} x model.obs_steps={cfg.obs_steps} views), got {images.shape}")
     b, v = images.shape[:2]
     flat = images.reshape((b * v,) + images.shape[2:])
     pixels = preprocess_images(flat, image_size=cfg.vision.image_size, mean=CLIP_MEAN, std=CLIP_STD)
@@ -90,6 +101,10 @@ class UnifiedTinyVLAModel(nn.Module):
 
   def encode(self, *, images: jax.Array, tokens: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """-> (final LLM hidden states [B, L-1+V*P, H], their validity mask)."""
+    hidden, mask, _ = self._encode(images, tokens, token_mask)
+    return hidden, mask
+
+  def _encode(self, images, tokens, token_mask):
     if tokens.ndim != 2 or token_mask.shape != tokens.shape or tokens.shape[0] != images.shape[0]:
       raise ValueError(f"tokens and token_mask must both be [B={images.shape[0]}, L]; "
                        f"got {tokens.shape} and {token_mask.shape}")
@@ -97,12 +112,14 @@ class UnifiedTinyVLAModel(nn.Module):
     text_embeds = self.language.embed(tokens)
     embeds, mask = splice_image_tokens(text_embeds=text_embeds, text_mask=token_mask, tokens=tokens,
                                        image_embeds=image_embeds, image_token_id=self.config.image_token_id)
-    return self.language(embeds, mask), mask
+    return self.language(embeds, mask), mask, image_embeds
 
   def condition(self, *, images, tokens, token_mask, state) -> jax.Array:
     """The observation's global condition [B, H]: computed once per chunk, reused by every denoising step."""
-    hidden, mask = self.encode(images=images, tokens=tokens, token_mask=token_mask)
-    return self.head.encode_condition(hidden=hidden, mask=mask, state=state)
+    hidden, mask, image_embeds = self._encode(images, tokens, token_mask)
+    image_start = jnp.argmax(tokens == self.config.image_token_id, axis=1)  # where splicing put the views
+    return self.head.encode_condition(hidden=hidden, mask=mask, state=state, image_start=image_start,
+                                      image_tokens=image_embeds)
 
   def predict_noise(self, *, condition, noisy_actions, timesteps) -> jax.Array:
     return self.head.predict_noise(noisy_actions=noisy_actions, timesteps=timesteps, condition=condition)
@@ -118,10 +135,10 @@ def example_inputs(config: VLAConfig, *, batch: int = 1, text_len: int = 32, ima
   hw = image_hw or config.vision.image_size
   tokens = jnp.zeros((batch, text_len), jnp.int32).at[:, 0].set(config.image_token_id)
   return dict(
-      images=jnp.zeros((batch, config.num_cameras, hw, hw, 3), jnp.uint8),
+      images=jnp.zeros((batch, config.num_views, hw, hw, 3), jnp.uint8),
       tokens=tokens,
       token_mask=jnp.ones((batch, text_len), bool),
-      state=jnp.zeros((batch, config.head.state_dim), jnp.float32),
+      state=jnp.zeros((batch, config.state_width), jnp.float32),
       noisy_actions=jnp.zeros((batch, config.head.horizon, config.head.action_dim), jnp.float32),
       timesteps=jnp.zeros((batch,), jnp.int32),
   )
