@@ -74,3 +74,26 @@ def test_iterator_state_names_the_position_and_rejects_other_data():
   ld.check_iterator_state(state, spe + 2)
   with pytest.raises(ValueError, match="data iterator state .* --overwrite"):
     loader(episodes(n=2)).check_iterator_state(state, spe + 2)
+
+
+def test_observation_history_stacks_previous_frames_and_states_oldest_first():
+  eps = episodes(n=2, t=6)
+  ld = loader(eps, obs_steps=3, shuffle=False, batch_size=1)
+  stats = ld.stats
+  for e, t in [(0, 0), (0, 1), (0, 4), (1, 6)]:
+    batch = ld.make_batch(np.array([[e, t]]))
+    ep = eps[e]
+    steps = [max(t - 2, 0), max(t - 1, 0), t]  # before the start: the first frame again (DP's padding)
+    want_images = np.concatenate([ep.images[s] for s in steps])  # [3 steps * 2 cameras, H, W, 3]
+    np.testing.assert_array_equal(batch["images"][0], want_images)
+    want_state = np.concatenate([stats.normalize_state(ep.states[s]) for s in steps])
+    np.testing.assert_allclose(batch["state"][0], want_state, rtol=1e-6)
+    np.testing.assert_allclose(batch["actions"][0, 0], stats.normalize_actions(ep.actions[t]), rtol=1e-6)
+  full = next(ld.batches(0))
+  assert full["images"].shape == (1, 6, 10, 10, 3) and full["state"].shape == (1, 12)
+  # One step of history is exactly the loader without history.
+  a, b = next(loader(eps).batches(0)), next(loader(eps, obs_steps=1).batches(0))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  with pytest.raises(ValueError, match="model.obs_steps=0"):
+    loader(eps, obs_steps=0)

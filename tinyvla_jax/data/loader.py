@@ -1,10 +1,12 @@
 """Batches in the training contract, from episodes, in a deterministic order that resumes exactly.
 
 The contract (B batch, V cameras, L prompt tokens, T horizon, S state dim, A action dim):
-  images       uint8   [B, V, H, W, 3]  the observation at step t
+  images       uint8   [B, To*V, H, W, 3]  the frames of steps t-To+1 .. t (oldest first; cameras in order
+                                        within a step). To = obs_steps (Diffusion Policy's n_obs_steps);
+                                        steps before the episode's start repeat its first frame, as DP pads
   tokens       int32   [B, L]           the rendered prompt, one IMAGE placeholder, right padded
   token_mask   bool    [B, L]           True on real tokens
-  state        float32 [B, S]           robot state at t, normalized (mean/std)
+  state        float32 [B, To*S]        robot states of the same steps, normalized (mean/std), concatenated
   actions      float32 [B, T, A]        actions t .. t+T-1, normalized to [-1, 1]
   action_mask  bool    [B, T]           False past the episode's end (those steps repeat the last
                                         action, as Diffusion Policy pads, and the loss ignores them)
@@ -57,12 +59,20 @@ class ChunkLoader:
   augment: bool = False  # random crops (training) instead of center crops
   shard_index: int = 0  # this host's slice of each global batch
   num_shards: int = 1
+  obs_steps: int = 1  # observation history: frames and states of the last obs_steps steps
+  # Training only: the fraction of examples whose state is replaced by the dataset mean (0 after
+  # normalization), so the policy cannot lean on the hand's position alone (see recipes.py, data.state_dropout).
+  state_dropout: float = 0.0
 
   def __post_init__(self):
     if not self.episodes:
       raise ValueError("the loader got no episodes: check data.path / data.val_fraction")
     if self.batch_size < 1 or self.horizon < 1:
       raise ValueError(f"train.batch_size={self.batch_size} and model.head.horizon={self.horizon} must be >= 1")
+    if self.obs_steps < 1:
+      raise ValueError(f"model.obs_steps={self.obs_steps} must be >= 1")
+    if not 0.0 <= self.state_dropout < 1.0:
+      raise ValueError(f"data.state_dropout={self.state_dropout} must be in [0, 1)")
     if self.batch_size % self.num_shards or not 0 <= self.shard_index < self.num_shards:
       raise ValueError(f"train.batch_size={self.batch_size} must be divisible by the {self.num_shards} hosts "
                        f"(shard {self.shard_index})")
@@ -108,22 +118,30 @@ class ChunkLoader:
       rows = rows[self.shard_index * per_host:(self.shard_index + 1) * per_host]
       if not len(rows):  # a short last batch (drop_last=False) may leave nothing for this host
         continue
-      rng = np.random.default_rng([self.seed, epoch, b, self.shard_index]) if self.augment else None
+      random = self.augment or self.state_dropout > 0
+      rng = np.random.default_rng([self.seed, epoch, b, self.shard_index]) if random else None
       yield self.make_batch(self._index[rows], rng=rng)
 
   def make_batch(self, pairs: np.ndarray, *, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     images, states, actions, masks = [], [], [], []
+    history = np.arange(1 - self.obs_steps, 1)  # -To+1 .. 0
     for e, t in pairs:
       ep_actions = self._actions[e]
       steps = np.arange(t, t + self.horizon)
       valid = steps < len(ep_actions)
       actions.append(ep_actions[np.minimum(steps, len(ep_actions) - 1)])
       masks.append(valid)
-      images.append(self.episodes[e].images[t])
-      states.append(self._states[e][t])
+      observed = np.maximum(t + history, 0)
+      frames = self.episodes[e].images[observed]  # [To, V, H, W, 3]
+      images.append(frames.reshape((-1,) + frames.shape[2:]))
+      states.append(self._states[e][observed].reshape(-1))
     episode_ids = pairs[:, 0]
     images = np.stack(images)
     if self.crop_size is not None:
-      images = random_crop(images, self.crop_size, rng) if rng is not None else center_crop(images, self.crop_size)
+      crop_at_random = rng is not None and self.augment
+      images = random_crop(images, self.crop_size, rng) if crop_at_random else center_crop(images, self.crop_size)
+    states = np.stack(states)
+    if rng is not None and self.state_dropout > 0:
+      states = np.where(rng.random((len(states), 1)) < self.state_dropout, 0.0, states).astype(np.float32)
     return dict(images=np.ascontiguousarray(images), tokens=self._tokens[episode_ids], token_mask=self._token_mask[episode_ids],
-                state=np.stack(states), actions=np.stack(actions), action_mask=np.stack(masks))
+                state=states, actions=np.stack(actions), action_mask=np.stack(masks))

@@ -84,16 +84,28 @@ class ByteTokenizer(PromptEncoding):
 
 # --- choosing a tokenizer -----------------------------------------------------------------------------
 
+TOKENIZERS = ("byte", "bpe")
+
+
 def make_tokenizer(config):
   """The run's tokenizer: the pretrained LLM's tokenizer.json when `config.pretrained.llm` is set (see
-  data/hf_tokenizer.py), else the byte-level one. `config` is the run config (ml_collections)."""
+  data/hf_tokenizer.py), else `config.data.tokenizer`: "byte" (this file) or "bpe" (the instruction BPE
+  shipped with the package, data/instruction_bpe.py). `config` is the run config (ml_collections)."""
   pre = config.get("pretrained") if hasattr(config, "get") else None
   folder = pre.get("llm") if pre else None
-  if not folder:
-    return ByteTokenizer()
-  from tinyvla_jax.data.hf_tokenizer import HFTokenizer
+  if folder:
+    from tinyvla_jax.data.hf_tokenizer import HFTokenizer
 
-  return HFTokenizer.from_folder(folder)
+    return HFTokenizer.from_folder(folder)
+  data = config.get("data") if hasattr(config, "get") else None
+  kind = (data.get("tokenizer") if data is not None else None) or "byte"
+  if kind not in TOKENIZERS:
+    raise ValueError(f"data.tokenizer={kind!r} must be one of {TOKENIZERS} (or set pretrained.llm)")
+  if kind == "bpe":
+    from tinyvla_jax.data import instruction_bpe
+
+    return instruction_bpe.load_shipped()
+  return ByteTokenizer()
 
 
 def tokenizer_from_assets(assets: dict):
