@@ -43,14 +43,27 @@ def micro_metaworld_config():
   return c
 
 
-def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path):
+def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   workdir = str(tmp_path / "run")
-  result = loop.train(micro_metaworld_config(), workdir=workdir, progress=False)
+  config = micro_metaworld_config()
+  config.eval.max_steps = 20
+  result = loop.train(config, workdir=workdir, progress=False)
   assert result.history and np.isfinite(result.history[0]["train_loss"])
   evals = [m for m in read_metrics(workdir) if m["split"] == "eval"]
   assert len(evals) == 1 and 0.0 <= evals[0]["success/mean"] <= 1.0 and f"success/{TASK}" in evals[0]
   summary = json.load(open(os.path.join(workdir, "eval", "epoch1", "summary.json")))
   assert summary["tasks"][TASK]["episodes"] == 1
+  # Evaluating the checkpoint afterwards, with the same protocol, replays the same episodes exactly: the
+  # same setups, the same sampling noise (a function of seed, task and episode only), the same outcome.
+  from tinyvla_jax.evaluation import protocol as protocol_lib
+  again, _ = protocol_lib.evaluate_checkpoint(workdir, protocol=protocol_lib.Protocol.from_config(config.eval),
+                                              out=str(tmp_path / "again"), video=False, progress=False)
+  assert again["tasks"][TASK]["setups"] == summary["tasks"][TASK]["setups"]
+  # The training run's closing evaluation (python -m tinyvla_jax.train ends with it) prints the table.
+  from tinyvla_jax import train as train_cli
+  train_cli.evaluate_at_end(config, workdir)
+  printed = capsys.readouterr().out
+  assert "closed-loop evaluation of the final checkpoint" in printed and "| **mean** |" in printed
 
   # The checkpoint alone is a policy: params, statistics, tokenizer, crop and the data's setups.
   policy, info = VLAPolicy.from_workdir(workdir)
@@ -60,9 +73,16 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path):
   shipped = EpisodeStore(sources.SHIPPED_DATASET).setup_seeds()[TASK]
   assert set(data["setup_seeds"][TASK]) == shipped
   env = mw.MetaWorldTask(TASK, cameras=data["card"]["cameras"], image_size=data["image_size"])
-  policy.start_episode(TASK, "press the button from the top")
-  chunk = policy(env.reset(setup_seed=12345))
+  obs = env.reset(setup_seed=12345)
+  policy.start_episode(TASK, "press the button from the top", episode=2)
+  chunk = policy(obs)
   env.close()
+  # The policy the run evaluated with during training acts exactly as the one restored from its checkpoint.
+  in_training = VLAPolicy(model=policy.model, params=result.state.inference_params, stats=policy.stats,
+                          tokenizer=policy.tokenizer, max_text_len=config.data.max_text_len,
+                          diffusion=config.diffusion.to_dict(), crop_window=data["crop_window"], seed=policy.seed)
+  in_training.start_episode(TASK, "press the button from the top", episode=2)
+  np.testing.assert_array_equal(in_training(obs), chunk)
   assert chunk.shape == (8, 4) and np.isfinite(chunk).all()
   # Sampling is clipped to [-1, 1] in normalized space: actions stay inside the data's range.
   stats = policy.stats

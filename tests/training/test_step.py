@@ -162,3 +162,52 @@ def test_weight_decay_mask_spares_biases_and_norms():
   mask = decay_mask(params, "kernels")
   assert mask == {"dense": {"kernel": True, "bias": False}, "norm": {"scale": False}, "embed": {"embedding": False}}
   assert all(jax.tree.leaves(decay_mask(params, "all")))
+
+
+class SplitDenoiser(nn.Module):
+  """The VLA's two-stage interface (condition once, then predict_noise) on a linear model."""
+
+  def setup(self):
+    self.enc = nn.Dense(3)
+    self.w = nn.Dense(A)
+    self.c = nn.Dense(A)
+
+  def condition(self, *, images, tokens, token_mask, state):
+    img = jnp.mean(images.astype(jnp.float32), axis=(1, 2, 3, 4))[:, None] / 255.0
+    return self.enc(jnp.concatenate([state, img], -1))
+
+  def predict_noise(self, *, condition, noisy_actions, timesteps):
+    return self.w(noisy_actions) + self.c(condition)[:, None] * (1 + timesteps[:, None, None] / 100)
+
+  def __call__(self, *, images, tokens, token_mask, state, noisy_actions, timesteps):
+    cond = self.condition(images=images, tokens=tokens, token_mask=token_mask, state=state)
+    return self.predict_noise(condition=cond, noisy_actions=noisy_actions, timesteps=timesteps)
+
+
+def test_noise_samples_noise_each_chunk_k_times_under_one_encoding():
+  from tinyvla_jax.training.step import diffusion_loss
+  model = SplitDenoiser()
+  batch = make_batch(0)
+  obs = {k: batch[k] for k in ("images", "tokens", "token_mask", "state")}
+  params = model.init(jax.random.key(0), **obs, noisy_actions=jnp.zeros((B, T, A)),
+                      timesteps=jnp.zeros((B,), jnp.int32))["params"]
+  rng = jax.random.key(7)
+  got = diffusion_loss(model.apply, params, batch, rng, SCHEDULE, noise_samples=3)
+  # By hand: the batch repeated 3 times (sample-major), one noise and timestep per copy.
+  noise_key, t_key = jax.random.split(rng)
+  actions = np.tile(batch["actions"], (3, 1, 1))
+  noise = jax.random.normal(noise_key, actions.shape)
+  t = jax.random.randint(t_key, (3 * B,), 0, 100)
+  noisy = q_sample(SCHEDULE, jnp.asarray(actions), noise, t)
+  tiled = {k: np.tile(v, (3,) + (1,) * (v.ndim - 1)) for k, v in obs.items()}
+  pred = model.apply({"params": params}, **tiled, noisy_actions=noisy, timesteps=t)
+  np.testing.assert_allclose(float(got), float(jnp.mean((pred - noise) ** 2)), rtol=1e-5)
+  # One sample is the plain loss, through the model's __call__.
+  one = diffusion_loss(model.apply, params, batch, rng, SCHEDULE, noise_samples=1)
+  n1 = jax.random.normal(noise_key, batch["actions"].shape)
+  t1 = jax.random.randint(t_key, (B,), 0, 100)
+  p1 = model.apply({"params": params}, **obs, noisy_actions=q_sample(SCHEDULE, jnp.asarray(batch["actions"]), n1, t1),
+                   timesteps=t1)
+  np.testing.assert_allclose(float(one), float(jnp.mean((p1 - n1) ** 2)), rtol=1e-5)
+  with pytest.raises(ValueError, match="train.noise_samples=0"):
+    diffusion_loss(model.apply, params, batch, rng, SCHEDULE, noise_samples=0)

@@ -33,7 +33,8 @@ from tinyvla_jax.training.checkpoints import Checkpointer
 from tinyvla_jax.training.metrics import MetricsWriter
 from tinyvla_jax.training.optimizer import make_optimizer
 from tinyvla_jax.training.state import TrainState, create_train_state
-from tinyvla_jax.training.step import make_eval_step, make_train_step
+from tinyvla_jax.training import validation
+from tinyvla_jax.training.step import make_train_step
 
 # Keys that may change between a run and its resumption: they set how long/how loud it runs.
 RESUMABLE_KEYS = ("train.max_steps", "train.log_every")
@@ -86,13 +87,16 @@ def load_data(config, model_cfg: VLAConfig, *, shard_index: int = 0, num_shards:
                      f"{tokenizer.image_token_id}: leave model.image_token_id to the preset / pretrained.llm")
   crop = crop_window(episodes[0].images.shape[2], config.data.get("crop_fraction", 1.0))
   common = dict(tokenizer=tokenizer, stats=stats, horizon=model_cfg.head.horizon,
-                max_text_len=config.data.max_text_len, crop_size=crop)
+                max_text_len=config.data.max_text_len, crop_size=crop, obs_steps=model_cfg.obs_steps)
   train_loader = ChunkLoader(train_eps, batch_size=config.train.batch_size, seed=config.train.seed,
-                             augment=bool(config.data.get("random_crop", False)), shard_index=shard_index,
+                             augment=bool(config.data.get("random_crop", False)),
+                             state_dropout=float(config.data.get("state_dropout", 0.0)), shard_index=shard_index,
                              num_shards=num_shards, **common)
   val_loader = None
   if val_eps:
-    val_loader = ChunkLoader(val_eps, batch_size=config.train.batch_size, seed=0, shuffle=False, drop_last=False,
+    # A fixed shuffle (epoch 0 of seed 0): the loss is over every sample all the same, and each batch mixes
+    # episodes, which the condition-sensitivity figures need (training/validation.py).
+    val_loader = ChunkLoader(val_eps, batch_size=config.train.batch_size, seed=0, shuffle=True, drop_last=False,
                              shard_index=shard_index, num_shards=num_shards, **common)
   info = dict(source=config.data.source, card=loaded.card, setup_seeds=loaded.setup_seeds,
               tasks=sorted({e.task for e in episodes}), crop_window=crop, image_size=int(episodes[0].images.shape[2]))
@@ -174,17 +178,6 @@ class _StopSignal:
       signal.signal(sig, handler)
 
 
-def evaluate(eval_step, params, loader: ChunkLoader | None, seed: int) -> float | None:
-  if loader is None:
-    return None
-  losses, weights = [], []
-  for i, batch in enumerate(loader.batches(0)):
-    rng = jax.random.fold_in(jax.random.key(seed + 1), i)
-    losses.append(float(eval_step(params, batch, rng)))
-    weights.append(float(batch["action_mask"].sum()))
-  return float(np.average(losses, weights=weights))
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 def train(config, *, workdir: str, overwrite: bool = False, progress: bool = True) -> RunResult:
@@ -215,10 +208,11 @@ def train(config, *, workdir: str, overwrite: bool = False, progress: bool = Tru
 
   step_fn = jax.jit(make_train_step(
       apply_fn=model.apply, tx=tx, lr_schedule=lr_schedule, noise_schedule=noise_schedule,
-      ema_decay=config.train.ema_decay, loss_scale_threshold=config.train.loss_scale_threshold,
-      loss_scale_factor=config.train.loss_scale_factor, skip_nonfinite=config.train.skip_nonfinite),
+      ema_decay=config.train.ema_decay, ema_power=config.train.get("ema_power"),
+      loss_scale_threshold=config.train.loss_scale_threshold, loss_scale_factor=config.train.loss_scale_factor,
+      skip_nonfinite=config.train.skip_nonfinite, noise_samples=config.train.get("noise_samples", 1)),
       donate_argnums=0)
-  eval_fn = jax.jit(make_eval_step(apply_fn=model.apply, noise_schedule=noise_schedule))
+  validation_fn = jax.jit(validation.make_validation_step(apply_fn=model.apply, noise_schedule=noise_schedule))
   writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard)
   assets = {"norm_stats": stats.to_json(), "tokenizer": train_loader.tokenizer.to_asset(), "data": data.info}
 
@@ -253,9 +247,11 @@ def train(config, *, workdir: str, overwrite: bool = False, progress: bool = Tru
         log.flush(seen, epoch)
         epoch_done = seen % steps_per_epoch == 0
         if epoch_done:
-          val_loss = evaluate(eval_fn, state.inference_params, val_loader, config.train.seed)
+          seconds = time.perf_counter() - t0
+          val = validation.validate(validation_fn, state.inference_params, val_loader, seed=config.train.seed)
+          val_loss = val.get("val_loss")
           record = dict(epoch=epoch + 1, train_loss=float(np.mean(log.epoch_losses)) if log.epoch_losses else None,
-                        val_loss=val_loss, skipped=int(state.skipped), seconds=time.perf_counter() - t0)
+                        **val, skipped=int(state.skipped), seconds=seconds)
           history.append(record)
           writer.write(int(state.step), {k: v for k, v in record.items() if v is not None}, prefix="epoch")
           save(int(state.step), val_loss)
@@ -299,14 +295,17 @@ class _ClosedLoopEval:
 
   def run(self, params, *, epoch: int, step: int) -> dict:
     from tinyvla_jax.evaluation import rollout
+    from tinyvla_jax.evaluation.protocol import Protocol
     ev, ctx = self.config.eval, self.context
+    protocol = Protocol.from_config(ev)
     self.policy.params = params
     summary = rollout.evaluate(
-        self.policy, tasks=ev.tasks.split(",") if ev.tasks else ctx["tasks"], episodes=ev.episodes, seed=ev.seed,
-        cameras=ctx["cameras"], image_size=ctx["image_size"], instructions=ctx["instructions"],
-        exclude_seeds=ctx["exclude_seeds"], execution=ev.execution, action_steps=ev.action_steps,
-        max_steps=ev.max_steps, out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video,
-        progress=False, label=f"epoch{epoch}")
+        self.policy, tasks=ev.tasks.split(",") if ev.tasks else ctx["tasks"], episodes=protocol.episodes,
+        seed=protocol.seed, cameras=ctx["cameras"], image_size=ctx["image_size"], instructions=ctx["instructions"],
+        exclude_seeds=ctx["exclude_seeds"], execution=protocol.execution, action_steps=protocol.action_steps,
+        ensemble_k=protocol.ensemble_k, max_steps=protocol.max_steps,
+        out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video, progress=False,
+        label=f"epoch{epoch}")
     values = {f"success/{t}": r["success_rate"] for t, r in summary["tasks"].items()}
     values["success/mean"] = summary["mean_success_rate"]
     self.writer.write(step, values, prefix="eval")
