@@ -6,8 +6,11 @@
   python -m tinyvla_jax.evaluate --policy random --episodes 20                # ... and its floor
 
 Tasks, cameras, image size, instructions and the setups to avoid come from the checkpoint (the data
-it was trained on); without --workdir, from --data (default: the shipped dataset). Writes
-summary.json and one GIF per task under --out (default <workdir>/eval/<policy>-step<N>-seed<S>).
+it was trained on); without --workdir, from --data (default: the shipped dataset). The defaults are the
+project's protocol (evaluation/protocol.py: 20 unseen setups per task, 200-step cap, receding horizon
+8 of 16), the same the training run uses for its own evaluations. Writes summary.json (success rates
+with 95% Wilson intervals) and one GIF per task under --out (default
+<workdir>/eval/<policy>-step<N>-<execution>-seed<S>).
 Needs the `sim` extra and a GL library (Debian: libosmesa6).
 """
 
@@ -20,19 +23,23 @@ from absl import flags
 
 from tinyvla_jax import cli
 from tinyvla_jax.evaluation import policies, rollout
+from tinyvla_jax.evaluation import protocol as protocol_lib
 from tinyvla_jax.evaluation.context import data_context, dataset_context
 
+_DEFAULT = protocol_lib.DEFAULT
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir whose checkpoint is evaluated.")
 _POLICY = flags.DEFINE_enum("policy", "vla", ["vla", "expert", "random"], "Which policy acts.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest readable).")
 _TASKS = flags.DEFINE_string("tasks", None, "Comma-separated tasks (default: those of the training data).")
-_EPISODES = flags.DEFINE_integer("episodes", 20, "Rollouts per task, each on an unseen setup.")
-_SEED = flags.DEFINE_integer("seed", 1000, "Seed of the evaluation setups (collection uses 0).")
-_EXECUTION = flags.DEFINE_enum("execution", "receding", ["receding", "ensemble"],
+_EPISODES = flags.DEFINE_integer("episodes", _DEFAULT.episodes, "Rollouts per task, each on an unseen setup.")
+_SEED = flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of the evaluation setups and the policy's sampling "
+                             "noise (collection uses 0).")
+_EXECUTION = flags.DEFINE_enum("execution", _DEFAULT.execution, ["receding", "ensemble"],
                                "Receding horizon (Diffusion Policy) or temporal ensembling (ACT/TinyVLA).")
-_ACTION_STEPS = flags.DEFINE_integer("action_steps", 8, "Receding horizon: actions executed per chunk.")
-_ENSEMBLE_K = flags.DEFINE_float("ensemble_k", 0.01, "Temporal ensembling: weights exp(-k i), i=0 oldest.")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 300, "Step limit per episode (MetaWorld's own is 500).")
+_ACTION_STEPS = flags.DEFINE_integer("action_steps", _DEFAULT.action_steps, "Receding horizon: actions executed per chunk.")
+_ENSEMBLE_K = flags.DEFINE_float("ensemble_k", _DEFAULT.ensemble_k, "Temporal ensembling: weights exp(-k i), i=0 oldest.")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", _DEFAULT.max_steps, "Step limit per episode (MetaWorld's own is 500; "
+                                  "3D Diffusion Policy's protocol 200).")
 _DATA = flags.DEFINE_string("data", None, "Dataset whose tasks/cameras/setups apply without --workdir "
                             "(default: the shipped one).")
 _OUT = flags.DEFINE_string("out", None, "Output directory for summary.json and videos.")
@@ -44,33 +51,38 @@ def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {argv[1:]}")
   logging.getLogger().setLevel(logging.WARNING)
-  policy_name = _POLICY.value
-  step = None
-  if policy_name == "vla":
+  protocol = protocol_lib.Protocol(episodes=_EPISODES.value, seed=_SEED.value, max_steps=_MAX_STEPS.value,
+                                   execution=_EXECUTION.value, action_steps=_ACTION_STEPS.value,
+                                   ensemble_k=_ENSEMBLE_K.value)
+  tasks = _TASKS.value.split(",") if _TASKS.value else None
+  if _POLICY.value == "vla":
     if not _WORKDIR.value:
       raise ValueError("pass --workdir DIR (a training workdir), or --policy expert|random")
-    policy, info = policies.VLAPolicy.from_workdir(_WORKDIR.value, step=_STEP.value, seed=_SEED.value)
-    context = data_context(info["assets"].get("data", {}))
-    step = info["step"]
+    summary, out = protocol_lib.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value, tasks=tasks, protocol=protocol,
+                                                    out=_OUT.value, video=_VIDEO.value, progress=_PROGRESS.value)
   else:
-    context = dataset_context(_DATA.value)
-    if _WORKDIR.value:  # evaluate the baseline on exactly the setups the trained policy gets
-      from tinyvla_jax.training.checkpoints import Checkpointer
-      with Checkpointer(_WORKDIR.value) as checkpointer:
-        context = data_context(checkpointer.restore_json(_STEP.value)[0].get("data", {}))
-    policy = policies.ExpertPolicy() if policy_name == "expert" else policies.RandomPolicy(seed=_SEED.value)
-  tasks = _TASKS.value.split(",") if _TASKS.value else context["tasks"]
-  default_root = os.path.join(_WORKDIR.value, "eval") if _WORKDIR.value else "eval"
-  name = f"{policy_name}{'' if step is None else f'-step{step}'}-{_EXECUTION.value}-seed{_SEED.value}"
-  out = _OUT.value or os.path.join(default_root, name)
-  summary = rollout.evaluate(
-      policy, tasks=tasks, episodes=_EPISODES.value, seed=_SEED.value, cameras=context["cameras"],
-      image_size=context["image_size"], instructions=context["instructions"], exclude_seeds=context["exclude_seeds"],
-      execution=_EXECUTION.value, action_steps=_ACTION_STEPS.value, ensemble_k=_ENSEMBLE_K.value,
-      max_steps=_MAX_STEPS.value, out_dir=out, video=_VIDEO.value, progress=_PROGRESS.value, label=name,
-      meta=dict(workdir=_WORKDIR.value, step=step))
-  print(rollout.format_table({name: summary}))
+    summary, out = _baseline(_POLICY.value, tasks, protocol)
+  print(rollout.format_table({summary["policy"]: summary}))
   print(f"summary: {os.path.join(out, 'summary.json')} ({summary['wall_s']} s)")
+
+
+def _baseline(policy_name: str, tasks, protocol) -> tuple[dict, str]:
+  """The expert or the random policy, on a dataset's tasks, or on exactly a checkpoint's setups."""
+  context = dataset_context(_DATA.value)
+  if _WORKDIR.value:  # evaluate the baseline on exactly the setups the trained policy gets
+    from tinyvla_jax.training.checkpoints import Checkpointer
+    with Checkpointer(_WORKDIR.value) as checkpointer:
+      context = data_context(checkpointer.restore_json(_STEP.value)[0].get("data", {}))
+  policy = policies.ExpertPolicy() if policy_name == "expert" else policies.RandomPolicy(seed=protocol.seed)
+  name = protocol_lib.run_name(policy_name, None, protocol)
+  out = _OUT.value or os.path.join(os.path.join(_WORKDIR.value, "eval") if _WORKDIR.value else "eval", name)
+  summary = rollout.evaluate(
+      policy, tasks=tasks or context["tasks"], episodes=protocol.episodes, seed=protocol.seed,
+      cameras=context["cameras"], image_size=context["image_size"], instructions=context["instructions"],
+      exclude_seeds=context["exclude_seeds"], execution=protocol.execution, action_steps=protocol.action_steps,
+      ensemble_k=protocol.ensemble_k, max_steps=protocol.max_steps, out_dir=out, video=_VIDEO.value,
+      progress=_PROGRESS.value, label=name, meta=dict(workdir=_WORKDIR.value, step=None))
+  return summary, out
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Train TinyVLA: `python -m tinyvla_jax.train --config configs/fixed.py[:PRESET] --workdir DIR`.
 
 Re-running the same command resumes from the workdir's latest checkpoint; `--overwrite` starts over.
-Config values can be overridden after --config, e.g. `--config.train.epochs=2`.
+Config values can be overridden after --config, e.g. `--config.train.epochs=2`. A completed run on
+MetaWorld data ends with a closed-loop evaluation of its final checkpoint when the `sim` extra is
+installed (the protocol of `python -m tinyvla_jax.evaluate`; `--config.eval.at_end=false` skips it).
 """
 
 from __future__ import annotations
@@ -27,10 +29,35 @@ def main(argv):
     raise app.UsageError("pass --config configs/fixed.py[:PRESET]")
   workdir = _WORKDIR.value or f"workdirs/{_CONFIG.value.get('preset', 'run')}"
   logging.getLogger().setLevel(logging.INFO)
-  result = loop.train(_CONFIG.value, workdir=workdir, overwrite=_OVERWRITE.value)
+  config = _CONFIG.value
+  result = loop.train(config, workdir=workdir, overwrite=_OVERWRITE.value)
   for record in result.history:
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
   print(f"workdir: {workdir} (step {int(result.state.step)}, skipped {int(result.state.skipped)})")
+  if config.eval.get("at_end") and not result.stopped_early:
+    evaluate_at_end(config, workdir)
+
+
+def evaluate_at_end(config, workdir: str) -> None:
+  """The closing closed-loop evaluation of the final checkpoint (`eval.at_end`), with the protocol of
+  `python -m tinyvla_jax.evaluate`; a note instead when it cannot run here."""
+  from tinyvla_jax.evaluation import protocol, rollout
+  how = f"python -m tinyvla_jax.evaluate --workdir {workdir}"
+  if config.data.source != "metaworld":
+    print(f"closed-loop evaluation skipped: data.source={config.data.source!r} has no simulator")
+    return
+  try:
+    from tinyvla_jax.sim.metaworld import require_metaworld
+    require_metaworld()
+  except ImportError as error:
+    print(f"closed-loop evaluation skipped ({error}); afterwards: {how}")
+    return
+  ev = config.eval
+  print(f"closed-loop evaluation of the final checkpoint ({how}; --config.eval.at_end=false skips it):")
+  summary, out = protocol.evaluate_checkpoint(workdir, tasks=ev.tasks.split(",") if ev.tasks else None,
+                                              protocol=protocol.Protocol.from_config(ev), video=ev.video)
+  print(rollout.format_table({summary["policy"]: summary}))
+  print(f"summary: {out}/summary.json ({summary['wall_s']} s)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """How a chunk-predicting policy is executed closed loop: receding horizon or temporal ensembling.
 
 Both take `predict(obs) -> chunk [T, A]` (unnormalized actions for steps t .. t+T-1) and give one
-action per environment step.
+action per environment step. A policy with an observation history also gets every step's observation
+through its `observe(obs)`.
 
 - RecedingHorizon (Diffusion Policy): predict a chunk, execute its first `action_steps` actions,
   then predict again from the new observation. One policy call per `action_steps` env steps.
@@ -18,10 +19,10 @@ import numpy as np
 
 
 class RecedingHorizon:
-  def __init__(self, predict: Callable, *, action_steps: int):
+  def __init__(self, predict: Callable, *, action_steps: int, observe: Callable | None = None):
     if action_steps < 1:
       raise ValueError(f"--action_steps={action_steps} must be >= 1")
-    self.predict, self.action_steps = predict, action_steps
+    self.predict, self.action_steps, self.observe = predict, action_steps, observe
     self._queue: list[np.ndarray] = []
     self.calls = 0
 
@@ -29,6 +30,8 @@ class RecedingHorizon:
     self._queue, self.calls = [], 0
 
   def act(self, obs) -> np.ndarray:
+    if self.observe is not None:  # every step's observation, for policies with an observation history
+      self.observe(obs)
     if not self._queue:
       chunk = np.asarray(self.predict(obs))
       self.calls += 1
@@ -64,8 +67,10 @@ EXECUTIONS = ("receding", "ensemble")
 
 
 def make_execution(name: str, predict: Callable, *, action_steps: int = 8, ensemble_k: float = 0.01):
+  """`predict` may have an `observe(obs)` method (VLAPolicy): receding horizon then shows it every step's
+  observation, not only those it predicts from (temporal ensembling predicts at every step anyway)."""
   if name == "receding":
-    return RecedingHorizon(predict, action_steps=action_steps)
+    return RecedingHorizon(predict, action_steps=action_steps, observe=getattr(predict, "observe", None))
   if name == "ensemble":
     return TemporalEnsemble(predict, k=ensemble_k)
   raise ValueError(f"--execution={name!r} must be one of {', '.join(EXECUTIONS)}")

@@ -1,13 +1,18 @@
 """Policies the evaluator can run: a trained checkpoint, MetaWorld's scripted expert, and uniform noise.
 
-A policy is `start_episode(task, instruction)` then `policy(obs) -> chunk [T, A]` of unnormalized
-actions (obs is sim.metaworld.Observation). The expert and the random policy return chunks of one
-step, so every policy goes through the same execution and rollout code.
+A policy is `start_episode(task, instruction, episode=i)` then `policy(obs) -> chunk [T, A]` of
+unnormalized actions (obs is sim.metaworld.Observation). The expert and the random policy return chunks
+of one step, so every policy goes through the same execution and rollout code.
+
+Randomness (the diffusion sampler's noise, the random policy's draws) is a function of (seed, task,
+episode index, call within the episode) only: evaluating one task alone, or all of them, or during
+training, gives each episode the same noise and so the same outcome.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 
 import jax
 import ml_collections
@@ -32,9 +37,12 @@ class VLAPolicy:
     schedule = make_schedule(num_train_steps=diffusion["num_train_steps"], beta_schedule=diffusion["beta_schedule"])
     self._sample = make_action_sampler(model, schedule=schedule, num_inference_steps=diffusion["num_inference_steps"],
                                        sampler=diffusion["sampler"], clip_sample=diffusion["clip_sample"])
-    self._rng = jax.random.key(seed)
+    self.seed = seed
+    self.obs_steps = model.config.obs_steps
+    self._rng = None
     self._calls = 0
     self._tokens = None
+    self._history: list = []  # the episode's last obs_steps observations, oldest first
 
   @classmethod
   def from_workdir(cls, workdir: str, *, step: int | None = None, seed: int = 0) -> tuple["VLAPolicy", dict]:
@@ -56,15 +64,29 @@ class VLAPolicy:
                  diffusion=config.diffusion.to_dict(), crop_window=data.get("crop_window"), seed=seed)
     return policy, dict(step=restored.step, config=config, assets=restored.assets)
 
-  def start_episode(self, task: str, instruction: str) -> None:
+  def start_episode(self, task: str, instruction: str, *, episode: int = 0) -> None:
     ids, mask = self.tokenizer.encode_prompt(instruction, max_length=self.max_text_len)
     self._tokens = (np.asarray(ids, np.int32)[None], np.asarray(mask, bool)[None])
+    self._rng = jax.random.key(episode_seed(self.seed, task, episode))
+    self._calls = 0
+    self._history = []
+
+  def observe(self, obs) -> None:
+    """Records an observation of every environment step (the execution calls it, also on steps where no
+    chunk is predicted), so that a model with obs_steps > 1 sees the frames just before the current one."""
+    if self._history and self._history[-1] is obs:
+      return
+    self._history = (self._history + [obs])[-self.obs_steps:]
 
   def __call__(self, obs) -> np.ndarray:
     if self._tokens is None:
-      raise RuntimeError("call start_episode(task, instruction) first")
-    images = obs.images if self.crop_window is None else center_crop(obs.images, self.crop_window)
-    state = self.stats.normalize_state(np.asarray(obs.state, np.float32))[None]
+      raise RuntimeError("call start_episode(task, instruction, episode=i) first")
+    self.observe(obs)
+    # Before the episode has obs_steps observations, the first one is repeated (as the loader pads).
+    frames = [self._history[0]] * (self.obs_steps - len(self._history)) + self._history
+    images = np.concatenate([o.images for o in frames])  # [To*V, H, W, 3], oldest first
+    images = images if self.crop_window is None else center_crop(images, self.crop_window)
+    state = np.concatenate([self.stats.normalize_state(np.asarray(o.state, np.float32)) for o in frames])[None]
     rng = jax.random.fold_in(self._rng, self._calls)
     self._calls += 1
     chunk = self._sample(self.params, rng, images=np.ascontiguousarray(images)[None], tokens=self._tokens[0],
@@ -82,7 +104,7 @@ class ExpertPolicy:
     self._policies = ENV_POLICY_MAP
     self._expert = None
 
-  def start_episode(self, task: str, instruction: str) -> None:
+  def start_episode(self, task: str, instruction: str, *, episode: int = 0) -> None:
     self._expert = self._policies[task]()
 
   def __call__(self, obs) -> np.ndarray:
@@ -94,11 +116,17 @@ class RandomPolicy:
   """Uniform actions in [-1, 1]: the floor a learned policy must beat."""
 
   def __init__(self, *, action_dim: int = 4, seed: int = 0):
-    self.action_dim = action_dim
+    self.action_dim, self.seed = action_dim, seed
     self._rng = np.random.default_rng(seed)
 
-  def start_episode(self, task: str, instruction: str) -> None:
-    pass
+  def start_episode(self, task: str, instruction: str, *, episode: int = 0) -> None:
+    self._rng = np.random.default_rng(episode_seed(self.seed, task, episode))
 
   def __call__(self, obs) -> np.ndarray:
     return self._rng.uniform(-1, 1, size=(1, self.action_dim)).astype(np.float32)
+
+
+def episode_seed(seed: int, task: str, episode: int) -> int:
+  """The 31-bit seed of episode `episode` of `task` under evaluation seed `seed`."""
+  state = np.random.SeedSequence([int(seed), zlib.crc32(task.encode()), int(episode), 2]).generate_state(1)
+  return int(state[0] >> 1)

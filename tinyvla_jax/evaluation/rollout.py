@@ -97,7 +97,7 @@ def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner
       results, calls, policy_s = [], 0, 0.0
       try:
         for i, setup_seed in enumerate(seeds):
-          policy.start_episode(task, words[i % len(words)])
+          policy.start_episode(task, words[i % len(words)], episode=i)
           t0 = time.perf_counter()
           result = run_episode(env, runner, setup_seed=setup_seed, max_steps=max_steps,
                                video_size=video_size if (video and out_dir and i == 0) else None)
@@ -115,6 +115,7 @@ def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner
       wins = [r for r in results if r.success]
       summary["tasks"][task] = dict(
           episodes=len(results), successes=len(wins), success_rate=len(wins) / len(results),
+          ci95=wilson_interval(len(wins), len(results)),
           mean_steps_to_success=float(np.mean([r.steps for r in wins])) if wins else None,
           policy_calls=calls, seconds=round(policy_s, 2),
           video=os.path.join("videos", f"{task}.gif") if (video and out_dir) else None,
@@ -123,6 +124,10 @@ def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner
     bar.close()
   rates = [t["success_rate"] for t in summary["tasks"].values()]
   summary["mean_success_rate"] = float(np.mean(rates))
+  # Every task has the same number of episodes, so the mean rate is the pooled rate and its interval the
+  # pooled episodes' interval.
+  summary["mean_ci95"] = wilson_interval(sum(t["successes"] for t in summary["tasks"].values()),
+                                         sum(t["episodes"] for t in summary["tasks"].values()))
   summary["wall_s"] = round(time.perf_counter() - t_start, 1)
   if out_dir:
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
@@ -130,8 +135,21 @@ def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner
   return summary
 
 
+def wilson_interval(successes: int, episodes: int, z: float = 1.959964) -> list[float]:
+  """The 95% Wilson score interval [low, high] of a success rate (better than the normal approximation
+  at the small counts and extreme rates of robot evaluations: 20/20 gives [0.84, 1], not [1, 1])."""
+  if episodes <= 0:
+    return [0.0, 1.0]
+  p = successes / episodes
+  denom = 1 + z * z / episodes
+  centre = (p + z * z / (2 * episodes)) / denom
+  half = z * np.sqrt(p * (1 - p) / episodes + z * z / (4 * episodes * episodes)) / denom
+  return [round(float(max(0.0, centre - half)), 4), round(float(min(1.0, centre + half)), 4)]
+
+
 def format_table(summaries: dict[str, dict]) -> str:
-  """Markdown: one row per task, one column per policy (success rate, mean steps to success)."""
+  """Markdown: one row per task, one column per policy (successes, rate, 95% Wilson interval, mean steps
+  to success)."""
   names = list(summaries)
   tasks = list(dict.fromkeys(t for s in summaries.values() for t in s["tasks"]))
   lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -143,7 +161,13 @@ def format_table(summaries: dict[str, dict]) -> str:
         cells.append("-")
         continue
       steps = f", {r['mean_steps_to_success']:.0f} steps" if r["mean_steps_to_success"] else ""
-      cells.append(f"{r['successes']}/{r['episodes']} ({r['success_rate']:.0%}{steps})")
+      lo, hi = r.get("ci95") or wilson_interval(r["successes"], r["episodes"])
+      cells.append(f"{r['successes']}/{r['episodes']} ({r['success_rate']:.0%} [{lo:.0%}-{hi:.0%}]{steps})")
     lines.append(f"| {task} | " + " | ".join(cells) + " |")
-  lines.append("| **mean** | " + " | ".join(f"{summaries[n]['mean_success_rate']:.0%}" for n in names) + " |")
+  means = []
+  for n in names:
+    s = summaries[n]
+    lo, hi = s.get("mean_ci95") or [float("nan")] * 2
+    means.append(f"{s['mean_success_rate']:.0%} [{lo:.0%}-{hi:.0%}]")
+  lines.append("| **mean** | " + " | ".join(means) + " |")
   return "\n".join(lines)

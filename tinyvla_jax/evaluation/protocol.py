@@ -1,0 +1,60 @@
+"""The closed-loop evaluation protocol, in one place: the `evaluate` CLI's defaults, the training run's
+periodic evaluation (`eval.every_epochs`) and its closing evaluation (`eval.at_end`) all read it.
+
+    episodes 20 per task, each on an unseen setup (the data's setup seeds are skipped), seed 1000,
+    200 environment steps at most (3D Diffusion Policy's MetaWorld protocol), receding horizon with 8 of
+    the 16 predicted actions executed per chunk (Diffusion Policy's execution).
+
+`evaluate_checkpoint` is what `python -m tinyvla_jax.evaluate --workdir W` and the end of
+`python -m tinyvla_jax.train` run: a checkpoint's policy on the tasks of its training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  episodes: int = 20
+  seed: int = 1000
+  max_steps: int = 200
+  execution: str = "receding"
+  action_steps: int = 8
+  ensemble_k: float = 0.01
+
+  @classmethod
+  def from_config(cls, ev) -> "Protocol":
+    """From a run config's `eval` section (missing keys keep the defaults)."""
+    return cls(**{f.name: type(f.default)(ev[f.name]) for f in dataclasses.fields(cls)
+                  if ev is not None and f.name in ev and ev[f.name] is not None})
+
+
+DEFAULT = Protocol()
+
+
+def run_name(policy: str, step: int | None, protocol: Protocol) -> str:
+  """The folder name of one evaluation under <workdir>/eval/ (it names what differs between runs)."""
+  return f"{policy}{'' if step is None else f'-step{step}'}-{protocol.execution}-seed{protocol.seed}"
+
+
+def evaluate_checkpoint(workdir: str, *, step: int | None = None, tasks=None, protocol: Protocol = DEFAULT,
+                        out: str | None = None, video: bool = True, progress: bool = True) -> tuple[dict, str]:
+  """Closed-loop rollouts of a workdir's checkpoint (its latest readable step by default) on the
+  protocol's unseen setups. Returns (summary, output directory with summary.json and GIFs)."""
+  from tinyvla_jax.evaluation import rollout
+  from tinyvla_jax.evaluation.context import data_context
+  from tinyvla_jax.evaluation.policies import VLAPolicy
+
+  policy, info = VLAPolicy.from_workdir(workdir, step=step, seed=protocol.seed)
+  context = data_context(info["assets"].get("data", {}))
+  name = run_name("vla", info["step"], protocol)
+  out = out or os.path.join(workdir, "eval", name)
+  summary = rollout.evaluate(
+      policy, tasks=tasks or context["tasks"], episodes=protocol.episodes, seed=protocol.seed,
+      cameras=context["cameras"], image_size=context["image_size"], instructions=context["instructions"],
+      exclude_seeds=context["exclude_seeds"], execution=protocol.execution, action_steps=protocol.action_steps,
+      ensemble_k=protocol.ensemble_k, max_steps=protocol.max_steps, out_dir=out, video=video, progress=progress,
+      label=name, meta=dict(workdir=workdir, step=info["step"]))
+  return summary, out
