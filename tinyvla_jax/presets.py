@@ -3,7 +3,7 @@
 | preset | vision                      | LLM                          | head down dims   | use                    |
 |--------|-----------------------------|------------------------------|------------------|------------------------|
 | tiny   | ViT 32px/8, width 32, 2 L   | NeoX 64 wide, 2 L            | 32/64/128        | CI, seconds            |
-| cpu    | ViT 64px/8, width 128, 4 L  | NeoX 256 wide, 4 L           | 64/128/256       | a laptop CPU, minutes  |
+| cpu    | ViT 64px/8, width 128, 3 L  | NeoX 128 wide, 2 L           | 64/128/256       | a laptop CPU, minutes  |
 | s      | CLIP ViT-L/14-336           | Pythia-70M  (512, 6 L)       | 256/512/1024     | TinyVLA-S              |
 | b      | CLIP ViT-L/14-336           | Pythia-410M (1024, 24 L)     | 256/512/1024     | TinyVLA-B              |
 | h      | CLIP ViT-L/14-336           | Pythia-1B   (2048, 16 L)     | 256/512/1024     | TinyVLA-H              |
@@ -55,20 +55,26 @@ def model_preset(name: str) -> ml_collections.ConfigDict:
   paper = name in ("s", "b", "h")
   finetune = dict(vision="lora" if paper else "full", language="lora" if paper else "full", **TINYVLA_LORA)
   if name == "tiny":
-    vision = dict(image_size=32, patch_size=8, width=32, depth=2, num_heads=2, mlp_dim=128)
+    vision = dict(image_size=32, patch_size=8, width=32, depth=2, num_heads=2, mlp_dim=128, stem="patch",
+                  stem_channels=32)
     language = dict(vocab_size=BYTE_VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=256)
     head = dict(down_dims=(32, 64, 128), step_embed_dim=32, horizon=16)
   elif name == "cpu":
-    vision = dict(image_size=64, patch_size=8, width=128, depth=4, num_heads=4, mlp_dim=512)
-    language = dict(vocab_size=BYTE_VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                    intermediate_size=1024)
+    # ViT 3 layers (was 4) and the decoder 128 wide with 2 layers (was 256 wide, 4 layers): the decoder was
+    # ~75% of the step's FLOPs; the smaller pair trains ~2.5x more examples per second on 2 cores and, at
+    # the same wall time, reached a lower validation loss on the MetaWorld demos (reports/metaworld).
+    vision = dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_dim=512, stem="patch",
+                  stem_channels=32)
+    language = dict(vocab_size=BYTE_VOCAB, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=512)
     head = dict(down_dims=(64, 128, 256), step_embed_dim=64, horizon=16)
   else:
-    vision = dict(CLIP_VIT_L14_336)
+    vision = dict(CLIP_VIT_L14_336, stem="patch", stem_channels=32)
     language = dict(PYTHIA_COMMON, **PYTHIA[{"s": "70m", "b": "410m", "h": "1b"}[name]])
     head = dict(PAPER_HEAD)
-  head.update(action_dim=4, state_dim=4, kernel_size=5, n_groups=8, cond_predict_scale=True, conv_impl="auto")
+  head.update(action_dim=4, state_dim=4, kernel_size=5, n_groups=8, cond_predict_scale=True, conv_impl="auto",
+              readout="mean", num_keypoints=32, num_queries=4, keypoint_source="decoder")
   return ml_collections.ConfigDict(dict(
       vision=vision, language=language, head=head, finetune=finetune, projector="mlp2x_gelu", num_cameras=1,
-      init="fixed", dtype="float32", image_token_id=3))
+      obs_steps=1, init="fixed", dtype="float32", image_token_id=3))

@@ -115,3 +115,11 @@ def test_training_and_the_cli_share_one_protocol():
   for field in dataclasses.fields(protocol_lib.Protocol):
     assert flags.FLAGS[field.name].default == getattr(protocol_lib.DEFAULT, field.name), field.name
   assert protocol_lib.DEFAULT.max_steps == 200 and protocol_lib.DEFAULT.episodes == 20
+
+
+def test_run_names_tell_protocols_apart():
+  p = protocol_lib.DEFAULT
+  names = {protocol_lib.run_name("vla", 10, q) for q in [
+      p, dataclasses.replace(p, action_steps=8), dataclasses.replace(p, seed=2000),
+      dataclasses.replace(p, execution="ensemble")]}
+  assert len(names) == 4 and protocol_lib.run_name("vla", 10, p) == "vla-step10-receding4-seed1000"

@@ -38,10 +38,11 @@ def pretrained_folders(config) -> tuple[str | None, str | None]:
 
 
 def resolve_config(config):
-  """The run config with the model sections the pretrained folders fix; the same object without folders."""
+  """The run config with the model sections the pretrained folders fix; the same object without folders
+  (where the image placeholder id follows `data.tokenizer`, see _resolve_tokenizer)."""
   llm, vision = pretrained_folders(config)
   if not llm and not vision:
-    return config
+    return _resolve_tokenizer(config)
   from tinyvla_jax.data.tokenizer import make_tokenizer  # data imports models; keep this edge one-way at import
 
   preset = VLAConfig.from_dict(config.model.to_dict())  # typed, with the defaults a preset left out
@@ -56,8 +57,31 @@ def resolve_config(config):
                        "(Pythia pads 50277 ids to 50304; data/hf_tokenizer.py)")
     config.model.image_token_id = tokenizer.image_token_id
   if vision:
+    if preset.vision.stem != "patch":
+      raise ValueError(f"model.vision.stem={preset.vision.stem!r} has no pretrained weights in {vision}: "
+                       "use --config.model.vision.stem=patch with pretrained.vision")
     vis = hf_folder.vision_config(vision, select_layer=preset.vision.select_layer)
     _update(config.model.vision, dataclasses.asdict(vis))
+  return config
+
+
+def _resolve_tokenizer(config):
+  """A from-scratch LLM with `data.tokenizer`: model.image_token_id is that tokenizer's placeholder (the
+  presets already agree with their default tokenizer: then this returns the same object)."""
+  from tinyvla_jax.data.tokenizer import make_tokenizer
+
+  if not hasattr(config, "get") or config.get("data") is None or config.get("model") is None:
+    return config
+  tokenizer = make_tokenizer(config)
+  vocab = config.model.language.get("vocab_size")
+  if vocab is not None and tokenizer.image_token_id >= vocab:
+    raise ValueError(f"data.tokenizer={config.data.get('tokenizer')!r} needs {tokenizer.image_token_id + 1} embedding rows "
+                     f"(its image placeholder is id {tokenizer.image_token_id}) but model.language.vocab_size={vocab}: "
+                     f"set --config.model.language.vocab_size={tokenizer.image_token_id + 1}")
+  if config.model.get("image_token_id") == tokenizer.image_token_id:
+    return config
+  config = copy.deepcopy(config)
+  config.model.image_token_id = tokenizer.image_token_id
   return config
 
 
