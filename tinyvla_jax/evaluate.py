@@ -76,12 +76,8 @@ def _baseline(policy_name: str, tasks, protocol) -> tuple[dict, str]:
   policy = policies.ExpertPolicy() if policy_name == "expert" else policies.RandomPolicy(seed=protocol.seed)
   name = protocol_lib.run_name(policy_name, None, protocol)
   out = _OUT.value or os.path.join(os.path.join(_WORKDIR.value, "eval") if _WORKDIR.value else "eval", name)
-  summary = rollout.evaluate(
-      policy, tasks=tasks or context["tasks"], episodes=protocol.episodes, seed=protocol.seed,
-      cameras=context["cameras"], image_size=context["image_size"], instructions=context["instructions"],
-      exclude_seeds=context["exclude_seeds"], execution=protocol.execution, action_steps=protocol.action_steps,
-      ensemble_k=protocol.ensemble_k, max_steps=protocol.max_steps, out_dir=out, video=_VIDEO.value,
-      progress=_PROGRESS.value, label=name, meta=dict(workdir=_WORKDIR.value, step=None))
+  summary = protocol_lib.run(policy, context, protocol=protocol, tasks=tasks, out_dir=out, video=_VIDEO.value,
+                             progress=_PROGRESS.value, label=name, meta=dict(workdir=_WORKDIR.value, step=None))
   return summary, out
 
 

@@ -14,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tinyvla_jax import cli
+from tinyvla_jax.evaluation import protocol
 
 from tinyvla_jax.training import loop
 
@@ -35,29 +36,7 @@ def main(argv):
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
   print(f"workdir: {workdir} (step {int(result.state.step)}, skipped {int(result.state.skipped)})")
   if config.eval.get("at_end") and not result.stopped_early:
-    evaluate_at_end(config, workdir)
-
-
-def evaluate_at_end(config, workdir: str) -> None:
-  """The closing closed-loop evaluation of the final checkpoint (`eval.at_end`), with the protocol of
-  `python -m tinyvla_jax.evaluate`; a note instead when it cannot run here."""
-  from tinyvla_jax.evaluation import protocol, rollout
-  how = f"python -m tinyvla_jax.evaluate --workdir {workdir}"
-  if config.data.source != "metaworld":
-    print(f"closed-loop evaluation skipped: data.source={config.data.source!r} has no simulator")
-    return
-  try:
-    from tinyvla_jax.sim.metaworld import require_metaworld
-    require_metaworld()
-  except ImportError as error:
-    print(f"closed-loop evaluation skipped ({error}); afterwards: {how}")
-    return
-  ev = config.eval
-  print(f"closed-loop evaluation of the final checkpoint ({how}; --config.eval.at_end=false skips it):")
-  summary, out = protocol.evaluate_checkpoint(workdir, tasks=ev.tasks.split(",") if ev.tasks else None,
-                                              protocol=protocol.Protocol.from_config(ev), video=ev.video)
-  print(rollout.format_table({summary["policy"]: summary}))
-  print(f"summary: {out}/summary.json ({summary['wall_s']} s)")
+    protocol.evaluate_at_end(config, workdir)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,7 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
                                               out=str(tmp_path / "again"), video=False, progress=False)
   assert again["tasks"][TASK]["setups"] == summary["tasks"][TASK]["setups"]
   # The training run's closing evaluation (python -m tinyvla_jax.train ends with it) prints the table.
-  from tinyvla_jax import train as train_cli
-  train_cli.evaluate_at_end(config, workdir)
+  protocol_lib.evaluate_at_end(config, workdir)
   printed = capsys.readouterr().out
   assert "closed-loop evaluation of the final checkpoint" in printed and "| **mean** |" in printed
 

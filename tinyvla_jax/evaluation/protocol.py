@@ -49,7 +49,6 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, tasks=None, pr
                         out: str | None = None, video: bool = True, progress: bool = True) -> tuple[dict, str]:
   """Closed-loop rollouts of a workdir's checkpoint (its latest readable step by default) on the
   protocol's unseen setups. Returns (summary, output directory with summary.json and GIFs)."""
-  from tinyvla_jax.evaluation import rollout
   from tinyvla_jax.evaluation.context import data_context
   from tinyvla_jax.evaluation.policies import VLAPolicy
 
@@ -57,10 +56,41 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, tasks=None, pr
   context = data_context(info["assets"].get("data", {}))
   name = run_name("vla", info["step"], protocol)
   out = out or os.path.join(workdir, "eval", name)
-  summary = rollout.evaluate(
+  summary = run(policy, context, protocol=protocol, tasks=tasks, out_dir=out, video=video, progress=progress,
+                label=name, meta=dict(workdir=workdir, step=info["step"]))
+  return summary, out
+
+
+def run(policy, context: dict, *, protocol: Protocol, tasks=None, out_dir: str | None, video: bool, progress: bool,
+        label: str, meta: dict | None = None) -> dict:
+  """The protocol's rollouts of any policy on the setups a dataset context allows (its tasks by default)."""
+  from tinyvla_jax.evaluation import rollout
+  return rollout.evaluate(
       policy, tasks=tasks or context["tasks"], episodes=protocol.episodes, seed=protocol.seed,
       cameras=context["cameras"], image_size=context["image_size"], instructions=context["instructions"],
       exclude_seeds=context["exclude_seeds"], execution=protocol.execution, action_steps=protocol.action_steps,
-      ensemble_k=protocol.ensemble_k, max_steps=protocol.max_steps, out_dir=out, video=video, progress=progress,
-      label=name, meta=dict(workdir=workdir, step=info["step"]))
-  return summary, out
+      ensemble_k=protocol.ensemble_k, max_steps=protocol.max_steps, out_dir=out_dir, video=video, progress=progress,
+      label=label, meta=meta)
+
+
+def evaluate_at_end(config, workdir: str) -> None:
+  """The training run's closing closed-loop evaluation of its final checkpoint (`eval.at_end`), with this
+  protocol; it prints the table, or a note saying why it cannot run here (no simulator for the data, or
+  MetaWorld not installed) and the command to run later."""
+  from tinyvla_jax.evaluation import rollout
+  how = f"python -m tinyvla_jax.evaluate --workdir {workdir}"
+  if config.data.source != "metaworld":
+    print(f"closed-loop evaluation skipped: data.source={config.data.source!r} has no simulator")
+    return
+  try:
+    from tinyvla_jax.sim.metaworld import require_metaworld
+    require_metaworld()
+  except ImportError as error:
+    print(f"closed-loop evaluation skipped ({error}); afterwards: {how}")
+    return
+  ev = config.eval
+  print(f"closed-loop evaluation of the final checkpoint ({how}; --config.eval.at_end=false skips it):")
+  summary, out = evaluate_checkpoint(workdir, tasks=ev.tasks.split(",") if ev.tasks else None,
+                                     protocol=Protocol.from_config(ev), video=ev.video)
+  print(rollout.format_table({summary["policy"]: summary}))
+  print(f"summary: {out}/summary.json ({summary['wall_s']} s)")

@@ -294,18 +294,13 @@ class _ClosedLoopEval:
     return bool(self.every) and epoch % self.every == 0
 
   def run(self, params, *, epoch: int, step: int) -> dict:
-    from tinyvla_jax.evaluation import rollout
-    from tinyvla_jax.evaluation.protocol import Protocol
-    ev, ctx = self.config.eval, self.context
-    protocol = Protocol.from_config(ev)
+    from tinyvla_jax.evaluation import protocol
+    ev = self.config.eval
     self.policy.params = params
-    summary = rollout.evaluate(
-        self.policy, tasks=ev.tasks.split(",") if ev.tasks else ctx["tasks"], episodes=protocol.episodes,
-        seed=protocol.seed, cameras=ctx["cameras"], image_size=ctx["image_size"], instructions=ctx["instructions"],
-        exclude_seeds=ctx["exclude_seeds"], execution=protocol.execution, action_steps=protocol.action_steps,
-        ensemble_k=protocol.ensemble_k, max_steps=protocol.max_steps,
-        out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video, progress=False,
-        label=f"epoch{epoch}")
+    summary = protocol.run(self.policy, self.context, protocol=protocol.Protocol.from_config(ev),
+                           tasks=ev.tasks.split(",") if ev.tasks else None,
+                           out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video,
+                           progress=False, label=f"epoch{epoch}")
     values = {f"success/{t}": r["success_rate"] for t, r in summary["tasks"].items()}
     values["success/mean"] = summary["mean_success_rate"]
     self.writer.write(step, values, prefix="eval")
