@@ -1,6 +1,6 @@
 """The long CPU recipe: configs/fixed.py's `cpu` recipe trained 3x longer, with periodic evaluation.
 
-Run (~70 min of training on 2 CPU cores, plus ~3 min per evaluation):
+Run (~65 min of training on 2 CPU cores, plus ~3 min per evaluation):
   python -m tinyvla_jax.train --config configs/long.py --workdir workdirs/long
 
 What differs from configs/fixed.py (and nothing else):
@@ -10,7 +10,10 @@ What differs from configs/fixed.py (and nothing else):
 - a closed-loop evaluation every 20 epochs (eval.every_epochs; the final checkpoint is evaluated at the
   end as in every run), so metrics.jsonl holds success against training time (scripts/plot_metaworld.py
   draws it).
-Measured results: reports/metaworld/README.md.
+Measured (2-core CPU): 79.9 min of training (~65 min alone), closed-loop success on 20 unseen setups
+per task 86% [77-92%] on seed 2000 and 91% on seed 1000 (70% and 84% for the 15-epoch default); the
+validation loss bottoms out at epoch ~28 and then rises while success keeps rising. Details:
+reports/metaworld/README.md.
 """
 
 from tinyvla_jax import presets
