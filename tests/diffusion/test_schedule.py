@@ -12,8 +12,8 @@ from tinyvla_jax.diffusion import inference_timesteps, make_schedule, q_sample
 GOLDEN = json.loads(pathlib.Path(__file__).with_name("diffusers_golden.json").read_text())
 
 # The schedule is float32 (as in diffusers), so agreement is bounded by float32's relative spacing
-# 2**-24 ~ 6e-8 per rounding; 1e-6 leaves room for a few roundings of difference and no more. FACTS.md
-# prints 7-10 significant digits, so its values are themselves rounded at ~5e-8 relative.
+# 2**-24 ~ 6e-8 per rounding; 1e-6 leaves room for a few roundings of difference and no more. Reference
+# values quoted with 7-10 significant digits are themselves rounded at ~5e-8 relative.
 RTOL = 1e-6
 
 

@@ -79,7 +79,7 @@ def measure(scheme: str, a: int, seeds=(0, 1)):
 
 
 def test_mish_second_moment():
-  # FACTS.md quotes 0.454 (a Monte-Carlo figure); quadrature gives 0.4523.
+  # The often-quoted 0.454 is a Monte-Carlo figure; quadrature gives 0.4523.
   assert abs(M2 - 0.4523) < 1e-3
 
 

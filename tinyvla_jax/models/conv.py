@@ -2,7 +2,7 @@
 
 Why two: XLA:CPU's convolution is pathologically slow when the sequence is not much longer than the
 kernel (the U-Net bottleneck runs kernel 5 over length 4): ~50x slower than gathering the K shifted
-windows and doing one matmul (FACTS.md; our measurement is in the README, produced by
+windows and doing one matmul (measured: the README's table, produced by
 `python scripts/benchmark_conv.py`). On GPU, cuDNN's convolution is the natural choice. `impl="auto"`
 picks im2col on CPU and XLA elsewhere; the two agree to float32 round-off (tests/models/test_conv.py).
 

@@ -18,8 +18,8 @@ A 1x1 "projection" conv (kernel width 1) is a Dense layer applied per time step;
 kaiming fan_out on it scales the output by sqrt(2 * fan_in / fan_out): with fan_out = action_dim = 4
 and unit-variance GroupNorm+Mish features (E[mish(z)^2] = 0.454) that is an output std of
 sqrt(256 * 2/4 * 0.454) = 7.6 and an initial epsilon-MSE of ~59 -- the very failure the seed set out
-to fix. As a Dense, its std is sqrt(256 * 0.25 * 2/260 * 0.454) = 0.47 (MSE ~1.22). See FACTS.md and
-tests/models/test_init_output_scale.py, which pins the measured values.
+to fix. As a Dense, its std is sqrt(256 * 0.25 * 2/260 * 0.454) = 0.47 (MSE ~1.22). See
+tests/models/test_init_output_scale.py, which derives and pins the measured values.
 
 Shapes follow Flax: Dense kernels are (fan_in, fan_out); conv kernels are (width, in, out), so the
 fans are in*width and out*width, as in torch.
