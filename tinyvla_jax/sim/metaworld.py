@@ -7,7 +7,7 @@ function of an integer seed alone, so collection and evaluation can name disjoin
     obs = task.reset(setup_seed=7)            # obs.images uint8 [V, H, W, 3], obs.state float32 [4]
     obs, success = task.step(task.expert_action())
 
-Facts this file relies on (../shared/FACTS.md, re-measured here with metaworld 3.1.1 / mujoco 3.3.0):
+Facts this file relies on (measured with metaworld 3.1.1 / mujoco 3.3.0; tests/sim pins them):
 - The robot state is `obs[:4]` (hand xyz + gripper). The rest of the 39-D observation is privileged
   (object and goal poses); only the scripted expert reads it.
 - MetaWorld's cameras render upside down: every frame is flipped with `[::-1]`.

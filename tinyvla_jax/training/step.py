@@ -8,7 +8,7 @@ Non-finite masking. If the loss or the gradient norm is not finite, the update b
 `lax.cond` is not taken: params, EMA, optimizer moments and counts (hence the learning-rate
 schedule) stay bit-identical, `skipped` and `consecutive_skipped` go up. optax.apply_if_finite is not
 used on purpose: it ignores the loss, lets our own counters/EMA advance, and applies the NaN update
-after N consecutive bad steps (FACTS.md). The host stops the run when `consecutive_skipped` grows
+after N consecutive bad steps (its documented behaviour). The host stops the run when `consecutive_skipped` grows
 past a limit (training/loop.py).
 """
 
