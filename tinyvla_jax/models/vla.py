@@ -48,6 +48,11 @@ class Projector(nn.Module):
     return x
 
 
+def image_start(tokens: jax.Array, image_token_id: int) -> jax.Array:
+  """[B, L] -> [B]: each row's placeholder position, where splicing puts the first image token."""
+  return jnp.argmax(tokens == image_token_id, axis=1)
+
+
 def splice_image_tokens(*, text_embeds: jax.Array, text_mask: jax.Array, tokens: jax.Array,
                         image_embeds: jax.Array, image_token_id: int) -> tuple[jax.Array, jax.Array]:
   """Replaces each row's IMAGE placeholder by the image tokens.
@@ -58,7 +63,7 @@ def splice_image_tokens(*, text_embeds: jax.Array, text_mask: jax.Array, tokens:
   """
   b, length, _ = text_embeds.shape
   n = image_embeds.shape[1]
-  pos = jnp.argmax(tokens == image_token_id, axis=1)[:, None]  # [B, 1]
+  pos = image_start(tokens, image_token_id)[:, None]  # [B, 1]
   j = jnp.arange(length - 1 + n)[None, :]  # output positions
   is_image = (j >= pos) & (j < pos + n)
   text_idx = jnp.where(j < pos, j, j - n + 1).clip(0, length - 1)
@@ -117,8 +122,8 @@ class UnifiedTinyVLAModel(nn.Module):
   def condition(self, *, images, tokens, token_mask, state) -> jax.Array:
     """The observation's global condition [B, H]: computed once per chunk, reused by every denoising step."""
     hidden, mask, image_embeds = self._encode(images, tokens, token_mask)
-    image_start = jnp.argmax(tokens == self.config.image_token_id, axis=1)  # where splicing put the views
-    return self.head.encode_condition(hidden=hidden, mask=mask, state=state, image_start=image_start,
+    return self.head.encode_condition(hidden=hidden, mask=mask, state=state,
+                                      image_start=image_start(tokens, self.config.image_token_id),
                                       image_tokens=image_embeds)
 
   def predict_noise(self, *, condition, noisy_actions, timesteps) -> jax.Array:

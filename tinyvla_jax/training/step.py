@@ -45,22 +45,20 @@ def diffusion_loss(apply_fn: Callable, params, batch: Batch, rng: jax.Array, sch
   observation = dict(images=batch["images"], tokens=batch["tokens"], token_mask=batch["token_mask"],
                      state=batch["state"])
   mask = batch["action_mask"]
-  if noise_samples == 1:
-    noise = jax.random.normal(noise_key, actions.shape, jnp.float32)
-    timesteps = jax.random.randint(t_key, (actions.shape[0],), 0, schedule.num_train_steps)
-    noisy = q_sample(schedule, actions, noise, timesteps)
-    predicted = apply_fn({"params": params}, **observation, noisy_actions=noisy, timesteps=timesteps, rngs=rngs)
-    return epsilon_mse(predicted=predicted, target=noise, mask=mask)
   if noise_samples < 1:
     raise ValueError(f"train.noise_samples={noise_samples} must be >= 1")
-  condition = apply_fn({"params": params}, **observation, rngs=rngs, method="condition")
-  tile = lambda x: jnp.tile(x, (noise_samples,) + (1,) * (x.ndim - 1))  # [K*B, ...], sample-major
-  actions, condition, mask = tile(actions), tile(condition), tile(mask)
+  if noise_samples > 1:
+    condition = apply_fn({"params": params}, **observation, rngs=rngs, method="condition")
+    tile = lambda x: jnp.tile(x, (noise_samples,) + (1,) * (x.ndim - 1))  # [K*B, ...], sample-major
+    actions, condition, mask = tile(actions), tile(condition), tile(mask)
   noise = jax.random.normal(noise_key, actions.shape, jnp.float32)
   timesteps = jax.random.randint(t_key, (actions.shape[0],), 0, schedule.num_train_steps)
   noisy = q_sample(schedule, actions, noise, timesteps)
-  predicted = apply_fn({"params": params}, condition=condition, noisy_actions=noisy, timesteps=timesteps,
-                       rngs=rngs, method="predict_noise")
+  if noise_samples > 1:
+    predicted = apply_fn({"params": params}, condition=condition, noisy_actions=noisy, timesteps=timesteps,
+                         rngs=rngs, method="predict_noise")
+  else:  # one call of the whole model (any apply_fn with the model's signature works)
+    predicted = apply_fn({"params": params}, **observation, noisy_actions=noisy, timesteps=timesteps, rngs=rngs)
   return epsilon_mse(predicted=predicted, target=noise, mask=mask)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from tinyvla_jax.data.loader import ChunkLoader
 from tinyvla_jax.diffusion.schedule import NoiseSchedule
-from tinyvla_jax.training.step import diffusion_loss
+from tinyvla_jax.training.step import make_eval_step
 
 # What is shuffled for each sensitivity figure: the batch keys that make up that input.
 SHUFFLED = {"images": ("images",), "state": ("state",), "instruction": ("tokens", "token_mask")}
@@ -28,8 +28,10 @@ SHUFFLED = {"images": ("images",), "state": ("state",), "instruction": ("tokens"
 def make_validation_step(*, apply_fn: Callable, noise_schedule: NoiseSchedule) -> Callable:
   """(params, batch, rng) -> {"loss": scalar, "images"|"state"|"instruction": loss with that input rolled}."""
 
+  eval_step = make_eval_step(apply_fn=apply_fn, noise_schedule=noise_schedule)
+
   def step(params, batch, rng):
-    loss = lambda b: diffusion_loss(apply_fn, params, b, rng, noise_schedule)
+    loss = lambda b: eval_step(params, b, rng)
     out = {"loss": loss(batch)}
     for name, keys in SHUFFLED.items():
       out[name] = loss({k: (jnp.roll(v, 1, axis=0) if k in keys else v) for k, v in batch.items()})
