@@ -17,6 +17,7 @@ from absl import flags
 
 from tinyvla_jax import cli
 from tinyvla_jax.data import store
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.sim import collect
 
 _TASKS = flags.DEFINE_string("tasks", None, "Comma-separated MetaWorld v3 tasks, or MT10 / MT50.")
@@ -35,9 +36,9 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f"unexpected arguments {argv[1:]}")
+    raise UserError(f"unexpected arguments {argv[1:]}")
   if not _TASKS.value or not _OUT.value:
-    raise ValueError("pass --tasks (e.g. drawer-open-v3,window-open-v3 or MT10) and --out DIR")
+    raise UserError("pass --tasks (e.g. drawer-open-v3,window-open-v3 or MT10) and --out DIR")
   report = collect.collect(tasks=_TASKS.value, episodes=_EPISODES.value, cameras=_CAMERAS.value.split(","),
                            image_size=_SIZE.value, out=_OUT.value, seed=_SEED.value, keep_failures=_KEEP_FAILURES.value,
                            max_steps=_MAX_STEPS.value, max_attempts=_MAX_ATTEMPTS.value, progress=_PROGRESS.value)

@@ -28,6 +28,21 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"error: bad --config: {message}")
 
 
+def config_value(holder):
+  """The value of a config_flags flag. ml_collections reads the file on first access, after parsing, so
+  a missing or unreadable --config file surfaces here: one line naming it."""
+  from tinyvla_jax.errors import MissingFileError
+
+  try:
+    value = holder.value
+    if value is not None:
+      value.get("preset")  # a failed load returns a stand-in that raises on first use
+    return value
+  except OSError as error:
+    reason = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+    raise MissingFileError(f"cannot load --config: {reason}") from None
+
+
 def enable_compilation_cache(where: str) -> str | None:
   """Turns on JAX's persistent compilation cache; returns its directory (None when 'off')."""
   import os
@@ -45,23 +60,42 @@ def enable_compilation_cache(where: str) -> str | None:
   return where
 
 
-def run(main) -> None:
-  """absl's app.run with one-line errors: bad flags, ValueErrors (our input checks raise those), missing
-  files and missing optional packages (each of ours says what to install or pass).
+def quiet_logs() -> None:
+  """Warnings and our own lines only, unless --verbosity/-v was given: libraries such as Orbax log every
+  save at INFO through absl (hundreds of lines in a run), which would bury the run's progress."""
+  import logging
 
-  Set TINYVLA_TRACEBACK=1 to see the full traceback of a ValueError.
+  from absl import logging as absl_logging
+
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  # Our modules log under "tinyvla_jax"; their INFO lines (resumed from, saved, success rates) stay.
+  ours = logging.getLogger("tinyvla_jax")
+  if ours.level == logging.NOTSET or ours.level > logging.INFO:
+    ours.setLevel(logging.INFO)
+
+
+def run(main) -> None:
+  """absl's app.run with one-line errors: bad flags and every `errors.UserError` (bad input, a missing
+  file or extra, a damaged dataset or checkpoint, a busy workdir, an interrupted start-up) end the
+  process with `error: <message>` and a non-zero exit. Any other exception is a bug and keeps its
+  traceback. TINYVLA_TRACEBACK=1 shows the traceback of user errors too.
   """
   import os
 
   from absl import app
 
+  from tinyvla_jax.errors import UserError
+
   def guarded(argv):
     try:
+      quiet_logs()
       enable_compilation_cache(_COMPILATION_CACHE.value)
       return main(argv)
-    except (ValueError, FileNotFoundError, ImportError) as error:  # bad input, a missing file or extra
+    except UserError as error:
       if os.environ.get("TINYVLA_TRACEBACK"):
         raise
-      sys.exit(f"error: {error}  (TINYVLA_TRACEBACK=1 shows the traceback)")
+      print(f"error: {error}", file=sys.stderr, flush=True)
+      sys.exit(error.exit_code)
 
   app.run(guarded, flags_parser=parse_flags)

@@ -16,12 +16,12 @@ Needs the `sim` extra and a GL library (Debian: libosmesa6).
 
 from __future__ import annotations
 
-import logging
 import os
 
 from absl import flags
 
 from tinyvla_jax import cli
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.evaluation import policies, rollout
 from tinyvla_jax.evaluation import protocol as protocol_lib
 from tinyvla_jax.evaluation.context import data_context, dataset_context
@@ -49,15 +49,14 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 def main(argv):
   if len(argv) > 1:
-    raise ValueError(f"unexpected arguments {argv[1:]}")
-  logging.getLogger().setLevel(logging.WARNING)
+    raise UserError(f"unexpected arguments {argv[1:]}")
   protocol = protocol_lib.Protocol(episodes=_EPISODES.value, seed=_SEED.value, max_steps=_MAX_STEPS.value,
                                    execution=_EXECUTION.value, action_steps=_ACTION_STEPS.value,
                                    ensemble_k=_ENSEMBLE_K.value)
   tasks = _TASKS.value.split(",") if _TASKS.value else None
   if _POLICY.value == "vla":
     if not _WORKDIR.value:
-      raise ValueError("pass --workdir DIR (a training workdir), or --policy expert|random")
+      raise UserError("pass --workdir DIR (a training workdir), or --policy expert|random")
     summary, out = protocol_lib.evaluate_checkpoint(_WORKDIR.value, step=_STEP.value, tasks=tasks, protocol=protocol,
                                                     out=_OUT.value, video=_VIDEO.value, progress=_PROGRESS.value)
   else:

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from tinyvla_jax.errors import UserError
+
+
 PRESETS = ("tiny", "cpu", "s", "b", "h")
 
 # The tokenizer: the byte-level one has 260 ids. Pythia's vocabulary is 50304 (padded for speed).
@@ -50,7 +53,7 @@ TINYVLA_LORA = dict(lora_rank=64, lora_alpha=256.0, lora_dropout=0.05)
 def model_preset(name: str) -> ml_collections.ConfigDict:
   """The `model` section of a config for a preset name (see the table above)."""
   if name not in PRESETS:
-    raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)} "
+    raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)} "
                      "(as in --config configs/fixed.py:cpu)")
   paper = name in ("s", "b", "h")
   finetune = dict(vision="lora" if paper else "full", language="lora" if paper else "full", **TINYVLA_LORA)

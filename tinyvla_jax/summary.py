@@ -71,7 +71,7 @@ def format_table(counts: dict[str, int], title: str, trainable: dict[str, int] |
 
 def main(argv):
   del argv
-  cfg = _CONFIG.value
+  cfg = cli.config_value(_CONFIG)
   if cfg is None:
     raise app.UsageError("pass --config configs/fixed.py:PRESET")
   cfg = resolve_config(cfg)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
+
 
 def _check(images: np.ndarray, size: int) -> tuple[int, int]:
   if images.ndim < 3 or images.shape[-1] != 3:
-    raise ValueError(f"images must be [..., H, W, 3], got {images.shape}")
+    raise UserError(f"images must be [..., H, W, 3], got {images.shape}")
   h, w = images.shape[-3:-1]
   if size > min(h, w):
-    raise ValueError(f"cannot crop a {size} px window from {h}x{w} images (data.crop_fraction)")
+    raise UserError(f"cannot crop a {size} px window from {h}x{w} images (data.crop_fraction)")
   return h, w
 
 

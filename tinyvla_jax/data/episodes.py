@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Episode:
@@ -18,13 +20,13 @@ class Episode:
   def __post_init__(self):
     t = len(self.actions)
     if self.images.ndim != 5 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-      raise ValueError(f"episode {self.task!r}: images must be uint8 [T, V, H, W, 3], got "
+      raise UserError(f"episode {self.task!r}: images must be uint8 [T, V, H, W, 3], got "
                        f"{self.images.dtype} {self.images.shape}")
     if self.states.ndim != 2 or self.actions.ndim != 2:
-      raise ValueError(f"episode {self.task!r}: states [T, S] and actions [T, A] expected, got "
+      raise UserError(f"episode {self.task!r}: states [T, S] and actions [T, A] expected, got "
                        f"{self.states.shape} and {self.actions.shape}")
     if not (len(self.images) == len(self.states) == t) or t == 0:
-      raise ValueError(f"episode {self.task!r}: images/states/actions have {len(self.images)}/"
+      raise UserError(f"episode {self.task!r}: images/states/actions have {len(self.images)}/"
                        f"{len(self.states)}/{t} steps; they must be equal and non-zero")
 
   def __len__(self) -> int:
@@ -34,7 +36,7 @@ class Episode:
 def split_episodes(episodes: list[Episode], *, val_fraction: float, seed: int) -> tuple[list[Episode], list[Episode]]:
   """Held-out episodes for validation (whole episodes, never steps of a training episode)."""
   if not 0 <= val_fraction < 1:
-    raise ValueError(f"data.val_fraction={val_fraction} must be in [0, 1)")
+    raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1)")
   order = np.random.default_rng(seed).permutation(len(episodes))
   n_val = int(round(val_fraction * len(episodes)))
   if val_fraction > 0 and len(episodes) > 1:

@@ -25,6 +25,7 @@ from typing import Sequence
 
 
 from tinyvla_jax.data.tokenizer import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE, PromptEncoding
+from tinyvla_jax.errors import UserError
 
 ASSET_KIND = "hf_tokenizers"
 FILE = "tokenizer.json"
@@ -38,11 +39,11 @@ class HFTokenizer(PromptEncoding):
     try:
       self._tok = tokenizers.Tokenizer.from_str(json_text)
     except Exception as error:  # noqa: BLE001 - the Rust side raises a generic Exception
-      raise ValueError(f"{source} is not a readable tokenizers file ({str(error).splitlines()[0][:200]})") from None
+      raise UserError(f"{source} is not a readable tokenizers file ({str(error).splitlines()[0][:200]})") from None
     self.json_text = json_text
     vocab = self._tok.get_vocab(with_added_tokens=True)
     if not vocab:
-      raise ValueError(f"{source} has an empty vocabulary")
+      raise UserError(f"{source} has an empty vocabulary")
     self.image_token_id = max(vocab.values()) + 1
     padding = self._tok.padding
     self.pad_id = int(padding["pad_id"]) if padding else 0
@@ -52,7 +53,7 @@ class HFTokenizer(PromptEncoding):
   def from_folder(cls, folder: str) -> "HFTokenizer":
     path = os.path.join(folder, FILE)
     if not os.path.isfile(path):
-      raise ValueError(f"{path} not found: a pretrained LLM folder needs its tokenizer.json "
+      raise UserError(f"{path} not found: a pretrained LLM folder needs its tokenizer.json "
                        "(transformers' save_pretrained of the tokenizer writes it)")
     with open(path, encoding="utf-8") as f:
       return cls(f.read(), source=path)
@@ -69,7 +70,7 @@ class HFTokenizer(PromptEncoding):
     for i in range(len(full) - len(plain) + 1):
       if full[i:i + len(plain)] == plain:
         return full[:i], full[i + len(plain):]
-    raise ValueError("the tokenizer's post-processor rewrites the text's ids, not only adds special tokens: "
+    raise UserError("the tokenizer's post-processor rewrites the text's ids, not only adds special tokens: "
                      "such a tokenizer.json is not supported")
 
   def encode(self, text: str) -> list[int]:

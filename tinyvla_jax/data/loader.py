@@ -35,6 +35,7 @@ import numpy as np
 from tinyvla_jax.data.augment import center_crop, random_crop
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.normalize import NormStats
+from tinyvla_jax.errors import UserError
 
 BATCH_KEYS = ("images", "tokens", "token_mask", "state", "actions", "action_mask")
 
@@ -66,19 +67,19 @@ class ChunkLoader:
 
   def __post_init__(self):
     if not self.episodes:
-      raise ValueError("the loader got no episodes: check data.path / data.val_fraction")
+      raise UserError("the loader got no episodes: check data.path / data.val_fraction")
     if self.batch_size < 1 or self.horizon < 1:
-      raise ValueError(f"train.batch_size={self.batch_size} and model.head.horizon={self.horizon} must be >= 1")
+      raise UserError(f"train.batch_size={self.batch_size} and model.head.horizon={self.horizon} must be >= 1")
     if self.obs_steps < 1:
-      raise ValueError(f"model.obs_steps={self.obs_steps} must be >= 1")
+      raise UserError(f"model.obs_steps={self.obs_steps} must be >= 1")
     if not 0.0 <= self.state_dropout < 1.0:
-      raise ValueError(f"data.state_dropout={self.state_dropout} must be in [0, 1)")
+      raise UserError(f"data.state_dropout={self.state_dropout} must be in [0, 1)")
     if self.batch_size % self.num_shards or not 0 <= self.shard_index < self.num_shards:
-      raise ValueError(f"train.batch_size={self.batch_size} must be divisible by the {self.num_shards} hosts "
+      raise UserError(f"train.batch_size={self.batch_size} must be divisible by the {self.num_shards} hosts "
                        f"(shard {self.shard_index})")
     self._index = np.array([(e, t) for e, ep in enumerate(self.episodes) for t in range(len(ep))], np.int64)
     if self.drop_last and len(self._index) < self.batch_size:
-      raise ValueError(f"only {len(self._index)} samples, fewer than train.batch_size={self.batch_size}")
+      raise UserError(f"only {len(self._index)} samples, fewer than train.batch_size={self.batch_size}")
     prompts = [self.tokenizer.encode_prompt(ep.instruction, max_length=self.max_text_len) for ep in self.episodes]
     self._tokens = np.stack([p[0] for p in prompts]).astype(np.int32)
     self._token_mask = np.stack([p[1] for p in prompts]).astype(bool)
@@ -106,7 +107,7 @@ class ChunkLoader:
 
   def check_iterator_state(self, state: dict, batches_seen: int) -> None:
     if state != self.iterator_state(batches_seen):
-      raise ValueError(f"the checkpoint's data iterator state {state} does not match this data "
+      raise UserError(f"the checkpoint's data iterator state {state} does not match this data "
                        f"({self.iterator_state(batches_seen)}): the dataset or train.batch_size changed; use --overwrite")
 
   def batches(self, epoch: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
+
 PROMPT_TEMPLATE = "USER: <image>\n{instruction} ASSISTANT: "
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -31,7 +33,7 @@ class PromptEncoding:
     """-> (ids int32 [max_length], mask bool [max_length]), right padded with `pad_id`."""
     ids = self.prompt_ids(instruction)
     if len(ids) > max_length:
-      raise ValueError(f"prompt {instruction!r} needs {len(ids)} tokens but max_length is {max_length}: "
+      raise UserError(f"prompt {instruction!r} needs {len(ids)} tokens but max_length is {max_length}: "
                        f"raise config.data.max_text_len to at least {len(ids)}")
     out = np.full((max_length,), self.pad_id, np.int32)
     out[: len(ids)] = ids
@@ -100,7 +102,7 @@ def make_tokenizer(config):
   data = config.get("data") if hasattr(config, "get") else None
   kind = (data.get("tokenizer") if data is not None else None) or "byte"
   if kind not in TOKENIZERS:
-    raise ValueError(f"data.tokenizer={kind!r} must be one of {TOKENIZERS} (or set pretrained.llm)")
+    raise UserError(f"data.tokenizer={kind!r} must be one of {TOKENIZERS} (or set pretrained.llm)")
   if kind == "bpe":
     from tinyvla_jax.data import instruction_bpe
 
@@ -119,9 +121,9 @@ def tokenizer_from_assets(assets: dict):
   if isinstance(stored, dict) and stored.get("kind") == hf_tokenizer.ASSET_KIND:
     tok = hf_tokenizer.HFTokenizer(stored["json"], source="the checkpoint's tokenizer asset")
     if tok.image_token_id != stored.get("image_token_id", tok.image_token_id):
-      raise ValueError(f"the checkpoint's tokenizer asset says image_token_id={stored['image_token_id']}, "
+      raise UserError(f"the checkpoint's tokenizer asset says image_token_id={stored['image_token_id']}, "
                        f"its tokenizer.json gives {tok.image_token_id}")
     return tok
   kind = stored.get("kind") if isinstance(stored, dict) else stored
-  raise ValueError(f"unknown tokenizer {kind!r} in the checkpoint's assets: expected 'byte' or "
+  raise UserError(f"unknown tokenizer {kind!r} in the checkpoint's assets: expected 'byte' or "
                    f"{{'kind': {hf_tokenizer.ASSET_KIND!r}, ...}}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
+
 
 def epsilon_mse(*, predicted: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """Mean squared error over valid entries. Returns a float32 scalar.
@@ -18,12 +20,12 @@ def epsilon_mse(*, predicted: jax.Array, target: jax.Array, mask: jax.Array | No
   happened to draw. Dividing by the valid count gives each real action step the same weight.
   """
   if predicted.ndim != 3 or predicted.shape != target.shape:
-    raise ValueError(f"predicted and target must both be [B, T, A], got {predicted.shape} and {target.shape}")
+    raise UserError(f"predicted and target must both be [B, T, A], got {predicted.shape} and {target.shape}")
   squared = jnp.square(predicted.astype(jnp.float32) - target.astype(jnp.float32))
   if mask is None:
     return jnp.mean(squared)
   if mask.shape != predicted.shape[:2] or mask.dtype != jnp.bool_:
-    raise ValueError(f"mask must be bool [B, T] = {list(predicted.shape[:2])}, got {mask.dtype}{list(mask.shape)}")
+    raise UserError(f"mask must be bool [B, T] = {list(predicted.shape[:2])}, got {mask.dtype}{list(mask.shape)}")
   # where, not multiply: a non-finite prediction at a padded step must not turn the sum into NaN.
   total = jnp.sum(jnp.where(mask[..., None], squared, 0.0))
   count = jnp.sum(mask, dtype=jnp.float32) * predicted.shape[-1]

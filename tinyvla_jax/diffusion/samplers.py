@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyvla_jax.diffusion.schedule import NoiseSchedule, inference_timesteps
+from tinyvla_jax.errors import UserError
 
 # denoise_fn(x_t [B, T, A], t int32 [B]) -> predicted epsilon [B, T, A]
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -28,11 +29,11 @@ class StepOutput(NamedTuple):
 
 def _check_step_args(schedule: NoiseSchedule, model_output, timestep, sample, num_inference_steps) -> None:
   if model_output.shape != sample.shape:
-    raise ValueError(f"model_output {model_output.shape} and sample {sample.shape} must have the same shape")
+    raise UserError(f"model_output {model_output.shape} and sample {sample.shape} must have the same shape")
   if jnp.ndim(timestep) != 0:
-    raise ValueError(f"timestep must be a scalar, got shape {jnp.shape(timestep)}")
+    raise UserError(f"timestep must be a scalar, got shape {jnp.shape(timestep)}")
   if not 1 <= num_inference_steps <= schedule.num_train_steps:
-    raise ValueError(f"num_inference_steps must be in [1, {schedule.num_train_steps}], got {num_inference_steps}")
+    raise UserError(f"num_inference_steps must be in [1, {schedule.num_train_steps}], got {num_inference_steps}")
 
 
 def _alphas_at(schedule: NoiseSchedule, timestep, num_inference_steps: int) -> tuple[jax.Array, jax.Array]:
@@ -70,7 +71,7 @@ def ddim_step(
   """
   _check_step_args(schedule, model_output, timestep, sample, num_inference_steps)
   if eta > 0 and noise is None:
-    raise ValueError("ddim_step with eta > 0 needs `noise` [B, T, A]")
+    raise UserError("ddim_step with eta > 0 needs `noise` [B, T, A]")
   abar_t, abar_prev = _alphas_at(schedule, timestep, num_inference_steps)
   x0 = _predict_x0(
       sample=sample, model_output=model_output, abar_t=abar_t, clip_sample=clip_sample, clip_range=clip_range
@@ -102,7 +103,7 @@ def ddpm_step(
   """
   _check_step_args(schedule, model_output, timestep, sample, num_inference_steps)
   if noise.shape != sample.shape:
-    raise ValueError(f"noise {noise.shape} must match sample {sample.shape}")
+    raise UserError(f"noise {noise.shape} must match sample {sample.shape}")
   abar_t, abar_prev = _alphas_at(schedule, timestep, num_inference_steps)
   # With skipped steps the one-step alpha is the ratio of cumulative products, not schedule.alphas[t].
   alpha_t = abar_t / abar_prev
@@ -121,16 +122,16 @@ def ddpm_step(
 
 def _check_sample_args(*, shape, schedule: NoiseSchedule, num_inference_steps: int) -> None:
   if len(shape) != 3:
-    raise ValueError(f"shape must be (B, T, A), got {shape}")
+    raise UserError(f"shape must be (B, T, A), got {shape}")
   if not 1 <= num_inference_steps <= schedule.num_train_steps:
-    raise ValueError(f"num_inference_steps must be in [1, {schedule.num_train_steps}], got {num_inference_steps}")
+    raise UserError(f"num_inference_steps must be in [1, {schedule.num_train_steps}], got {num_inference_steps}")
 
 
 def _denoise(denoise_fn: DenoiseFn, x: jax.Array, timestep: jax.Array) -> jax.Array:
   t = jnp.full((x.shape[0],), timestep, jnp.int32)
   eps = denoise_fn(x, t)
   if eps.shape != x.shape:
-    raise ValueError(f"denoise_fn returned {eps.shape}, expected {x.shape}")
+    raise UserError(f"denoise_fn returned {eps.shape}, expected {x.shape}")
   return eps.astype(x.dtype)
 
 

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinyvla_jax.errors import UserError
+
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear")
 
 
@@ -73,13 +75,13 @@ def make_schedule(
   beta_start / beta_end are used only by "linear".
   """
   if num_train_steps < 1:
-    raise ValueError(f"num_train_steps must be >= 1, got {num_train_steps}")
+    raise UserError(f"num_train_steps must be >= 1, got {num_train_steps}")
   if beta_schedule == "squaredcos_cap_v2":
     betas = _cosine_betas(num_train_steps)
   elif beta_schedule == "linear":
     betas = _torch_linspace_f32(beta_start, beta_end, num_train_steps)
   else:
-    raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+    raise UserError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
   alphas = (np.float32(1.0) - betas).astype(np.float32)
   # torch's CPU cumprod accumulates float32 inputs in float64 and rounds each output once; a float32
   # running product drifts from it by 1 ulp at most entries (92 of 100 for the cosine schedule).
@@ -98,9 +100,9 @@ def q_sample(schedule: NoiseSchedule, x0: jax.Array, noise: jax.Array, timesteps
   x0, noise: [B, T, A]; timesteps: int [B] in [0, num_train_steps). Returns x_t [B, T, A].
   """
   if x0.ndim != 3 or x0.shape != noise.shape:
-    raise ValueError(f"x0 and noise must both be [B, T, A], got {x0.shape} and {noise.shape}")
+    raise UserError(f"x0 and noise must both be [B, T, A], got {x0.shape} and {noise.shape}")
   if timesteps.shape != (x0.shape[0],) or not jnp.issubdtype(timesteps.dtype, jnp.integer):
-    raise ValueError(f"timesteps must be int [B={x0.shape[0]}], got {timesteps.dtype}{list(timesteps.shape)}")
+    raise UserError(f"timesteps must be int [B={x0.shape[0]}], got {timesteps.dtype}{list(timesteps.shape)}")
   abar = schedule.alphas_cumprod[timesteps].astype(x0.dtype)[:, None, None]
   return jnp.sqrt(abar) * x0 + jnp.sqrt(1 - abar) * noise
 
@@ -111,6 +113,6 @@ def inference_timesteps(num_train_steps: int, num_inference_steps: int) -> np.nd
   A NumPy array because it sets the length of the sampling loop, which must be static.
   """
   if not 1 <= num_inference_steps <= num_train_steps:
-    raise ValueError(f"num_inference_steps must be in [1, {num_train_steps}], got {num_inference_steps}")
+    raise UserError(f"num_inference_steps must be in [1, {num_train_steps}], got {num_inference_steps}")
   step_ratio = num_train_steps // num_inference_steps
   return (np.arange(num_inference_steps, dtype=np.int32) * step_ratio)[::-1].copy()

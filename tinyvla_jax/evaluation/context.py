@@ -4,12 +4,15 @@ dataset directory (for the expert and random baselines)."""
 
 from __future__ import annotations
 
+from tinyvla_jax.errors import UserError
+
+
 
 def data_context(info: dict) -> dict:
   """Tasks, cameras, image size, instructions and used setups from a checkpoint's `data` asset."""
   card = info.get("card")
   if info.get("source") != "metaworld" or not card:
-    raise ValueError(f"this checkpoint was trained on data.source={info.get('source')!r}: closed-loop evaluation "
+    raise UserError(f"this checkpoint was trained on data.source={info.get('source')!r}: closed-loop evaluation "
                      "needs a MetaWorld-trained checkpoint (data.source=metaworld)")
   return dict(tasks=info.get("tasks") or list(card["tasks"]), cameras=card["cameras"], image_size=card["image_size"],
               instructions={t: v["instructions"] for t, v in card["tasks"].items()},

@@ -17,11 +17,14 @@ from typing import Callable
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
+
+
 
 class RecedingHorizon:
   def __init__(self, predict: Callable, *, action_steps: int, observe: Callable | None = None):
     if action_steps < 1:
-      raise ValueError(f"--action_steps={action_steps} must be >= 1")
+      raise UserError(f"--action_steps={action_steps} must be >= 1")
     self.predict, self.action_steps, self.observe = predict, action_steps, observe
     self._queue: list[np.ndarray] = []
     self.calls = 0
@@ -36,7 +39,7 @@ class RecedingHorizon:
       chunk = np.asarray(self.predict(obs))
       self.calls += 1
       if chunk.ndim != 2:
-        raise ValueError(f"the policy returned a chunk of shape {chunk.shape}, expected [T, A]")
+        raise UserError(f"the policy returned a chunk of shape {chunk.shape}, expected [T, A]")
       self._queue = list(chunk[:self.action_steps])
     return self._queue.pop(0)
 
@@ -73,4 +76,4 @@ def make_execution(name: str, predict: Callable, *, action_steps: int = 8, ensem
     return RecedingHorizon(predict, action_steps=action_steps, observe=getattr(predict, "observe", None))
   if name == "ensemble":
     return TemporalEnsemble(predict, k=ensemble_k)
-  raise ValueError(f"--execution={name!r} must be one of {', '.join(EXECUTIONS)}")
+  raise UserError(f"--execution={name!r} must be one of {', '.join(EXECUTIONS)}")

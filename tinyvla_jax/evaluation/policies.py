@@ -22,6 +22,7 @@ from tinyvla_jax.data.augment import center_crop
 from tinyvla_jax.data.normalize import NormStats
 from tinyvla_jax.data.tokenizer import tokenizer_from_assets
 from tinyvla_jax.diffusion.schedule import make_schedule
+from tinyvla_jax.errors import MissingFileError
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.sampling import make_action_sampler
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
@@ -50,7 +51,7 @@ class VLAPolicy:
     Returns (policy, info) with info = dict(step, config, assets)."""
     from tinyvla_jax.training.checkpoints import Checkpointer
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-      raise FileNotFoundError(f"no checkpoints under {workdir!r} (--workdir): train first with "
+      raise MissingFileError(f"no checkpoints under {workdir!r} (--workdir): train first with "
                               "python -m tinyvla_jax.train --config configs/fixed.py --workdir DIR")
     with Checkpointer(workdir) as checkpointer:
       assets, config = checkpointer.restore_json(step)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from tinyvla_jax.errors import UserError, MissingExtraError
 from tinyvla_jax.evaluation.execution import make_execution
 from tinyvla_jax.sim import metaworld as mw
 from tinyvla_jax.sim.collect import setup_seed_for
@@ -64,7 +65,7 @@ def write_gif(path: str, frames: list, fps: int = 20) -> None:
   try:
     import imageio.v3 as iio
   except ImportError:
-    raise ImportError("writing rollout videos needs imageio: pip install 'tinyvla_jax[sim]'") from None
+    raise MissingExtraError("writing rollout videos needs imageio: pip install 'tinyvla_jax[sim]'") from None
   iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
 
 
@@ -77,9 +78,9 @@ def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner
   workdir and checkpoint step) is recorded in it as is."""
   tasks = mw.expand_tasks(tasks)
   if episodes < 1:
-    raise ValueError(f"--episodes={episodes} must be >= 1")
+    raise UserError(f"--episodes={episodes} must be >= 1")
   if not 1 <= max_steps <= mw.MAX_EPISODE_STEPS:
-    raise ValueError(f"--max_steps={max_steps} must be in [1, {mw.MAX_EPISODE_STEPS}]")
+    raise UserError(f"--max_steps={max_steps} must be in [1, {mw.MAX_EPISODE_STEPS}]")
   runner = make_execution(execution, policy, action_steps=action_steps, ensemble_k=ensemble_k)
   if out_dir:
     os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import layers
 from tinyvla_jax.models.config import ActionHeadConfig
 from tinyvla_jax.models.readout import ConditionEncoder
@@ -164,7 +165,7 @@ class ActionHead(nn.Module):
     reads them) -> [B, H]."""
     _check_state(state, self.config, hidden.shape[0], self.obs_steps)
     if mask.shape != hidden.shape[:2]:
-      raise ValueError(f"hidden {hidden.shape} and mask {mask.shape} disagree: mask must be [B, L]")
+      raise UserError(f"hidden {hidden.shape} and mask {mask.shape} disagree: mask must be [B, L]")
     if image_start is None:
       image_start = jnp.zeros((hidden.shape[0],), jnp.int32)
     return self.condition(hidden, mask, image_start, state, image_tokens)
@@ -174,10 +175,10 @@ class ActionHead(nn.Module):
     cfg = self.config
     b = condition.shape[0]
     if noisy_actions.ndim != 3 or noisy_actions.shape[0] != b or noisy_actions.shape[2] != cfg.action_dim:
-      raise ValueError(f"noisy_actions must be [B={b}, T, action_dim={cfg.action_dim}], got {noisy_actions.shape}")
+      raise UserError(f"noisy_actions must be [B={b}, T, action_dim={cfg.action_dim}], got {noisy_actions.shape}")
     t = noisy_actions.shape[1]
     if t % cfg.downsample_factor:
-      raise ValueError(f"action horizon {t} must be divisible by {cfg.downsample_factor} "
+      raise UserError(f"action horizon {t} must be divisible by {cfg.downsample_factor} "
                        f"(the U-Net with {len(cfg.down_dims)} levels halves it {len(cfg.down_dims) - 1} times)")
     timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (b,))
     return self.unet(noisy_actions, timesteps, condition)
@@ -190,5 +191,5 @@ class ActionHead(nn.Module):
 def _check_state(state, cfg: ActionHeadConfig, batch: int, obs_steps: int = 1) -> None:
   width = cfg.state_dim * obs_steps
   if state.shape != (batch, width):
-    raise ValueError(f"state must be [B={batch}, {width}] (model.head.state_dim={cfg.state_dim} x "
+    raise UserError(f"state must be [B={batch}, {width}] (model.head.state_dim={cfg.state_dim} x "
                      f"model.obs_steps={obs_steps}), got {state.shape}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from tinyvla_jax.errors import UserError
+
 INIT_SCHEMES = ("fixed", "torch_default")
 CONV_IMPLS = ("auto", "xla", "im2col")
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu", "mlp2x_gelu_ln")
@@ -278,4 +280,4 @@ def _build(cls, values, prefix: str, nested_ok: bool = False):
 
 def _check(ok: bool, message: str) -> None:
   if not ok:
-    raise ValueError(message)
+    raise UserError(message)

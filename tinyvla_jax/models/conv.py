@@ -16,12 +16,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from tinyvla_jax.errors import UserError
+
 
 def resolve_impl(impl: str) -> str:
   if impl == "auto":
     return "im2col" if jax.default_backend() == "cpu" else "xla"
   if impl not in ("xla", "im2col"):
-    raise ValueError(f"conv impl {impl!r} must be auto, xla or im2col")
+    raise UserError(f"conv impl {impl!r} must be auto, xla or im2col")
   return impl
 
 
@@ -29,7 +31,7 @@ def conv1d(x: jax.Array, kernel: jax.Array, *, stride: int = 1, padding: tuple[i
            impl: str = "auto", precision=None) -> jax.Array:
   """Cross-correlation like torch.nn.functional.conv1d. x: [B, L, Cin]; kernel: [K, Cin, Cout]."""
   if x.ndim != 3 or kernel.ndim != 3 or x.shape[-1] != kernel.shape[1]:
-    raise ValueError(f"conv1d expects x [B, L, Cin] and kernel [K, Cin, Cout]; got {x.shape} and {kernel.shape}")
+    raise UserError(f"conv1d expects x [B, L, Cin] and kernel [K, Cin, Cout]; got {x.shape} and {kernel.shape}")
   if resolve_impl(impl) == "xla":
     return lax.conv_general_dilated(x, kernel, window_strides=(stride,), padding=[padding],
                                     dimension_numbers=("NWC", "WIO", "NWC"), precision=precision)
@@ -46,7 +48,7 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, *, stride: int, padding: i
   """
   k = kernel.shape[0]
   if padding > k - 1:
-    raise ValueError(f"conv_transpose1d padding {padding} must be <= kernel width - 1 = {k - 1}")
+    raise UserError(f"conv_transpose1d padding {padding} must be <= kernel width - 1 = {k - 1}")
   flipped = kernel[::-1]
   pad = (k - 1 - padding, k - 1 - padding)
   if resolve_impl(impl) == "xla":
@@ -69,7 +71,7 @@ def _conv1d_im2col(x, kernel, *, stride, padding, precision):
   x = jnp.pad(x, ((0, 0), tuple(padding), (0, 0)))
   out_len = (x.shape[1] - k) // stride + 1
   if out_len < 1:
-    raise ValueError(f"conv1d input of padded length {x.shape[1]} is shorter than the kernel width {k}")
+    raise UserError(f"conv1d input of padded length {x.shape[1]} is shorter than the kernel width {k}")
   # K strided slices of the padded input: windows[b, t, j, c] = x[b, t*stride + j, c].
   windows = jnp.stack([x[:, j: j + stride * (out_len - 1) + 1: stride] for j in range(k)], axis=2)
   return jnp.einsum("btjc,jco->bto", windows, kernel.astype(x.dtype), precision=precision)

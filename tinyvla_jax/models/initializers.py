@@ -33,6 +33,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
+
 Initializer = Callable[..., jax.Array]
 
 # torch.nn.init.xavier_uniform_(gain=0.5): U(+-gain*sqrt(6/(fan_in+fan_out))), variance
@@ -60,7 +62,7 @@ def kernel_init(scheme: str, kind: str) -> Initializer:
     return _xavier_uniform_half
   if kind == "conv":
     return _kaiming_normal_fan_out
-  raise ValueError(f"unknown layer kind {kind!r}: use dense, projection, conv or conv_transpose")
+  raise UserError(f"unknown layer kind {kind!r}: use dense, projection, conv or conv_transpose")
 
 
 def bias_init(scheme: str, fan_in: int) -> Initializer:
@@ -95,4 +97,4 @@ def lora_b_init() -> Initializer:
 
 def _check_scheme(scheme: str) -> None:
   if scheme not in ("fixed", "torch_default"):
-    raise ValueError(f"model.init={scheme!r} must be 'fixed' or 'torch_default'")
+    raise UserError(f"model.init={scheme!r} must be 'fixed' or 'torch_default'")

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import LanguageConfig, LoraConfig
 from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm, softmax_attention
@@ -140,16 +141,16 @@ class GPTNeoX(nn.Module):
   def embed(self, ids: jax.Array) -> jax.Array:
     """int ids [B, L] -> [B, L, hidden_size]."""
     if ids.ndim != 2:
-      raise ValueError(f"ids must be [B, L], got shape {ids.shape}")
+      raise UserError(f"ids must be [B, L], got shape {ids.shape}")
     return self.embed_in(ids)
 
   def __call__(self, inputs_embeds: jax.Array, mask: jax.Array) -> jax.Array:
     """inputs_embeds [B, L, H], mask [B, L] (True = real token, right padding) -> hidden [B, L, H]."""
     h = self.config.hidden_size
     if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != h:
-      raise ValueError(f"inputs_embeds must be [B, L, {h}] (model.language.hidden_size), got {inputs_embeds.shape}")
+      raise UserError(f"inputs_embeds must be [B, L, {h}] (model.language.hidden_size), got {inputs_embeds.shape}")
     if mask.shape != inputs_embeds.shape[:2]:
-      raise ValueError(f"mask must be [B, L] = {inputs_embeds.shape[:2]}, got {mask.shape}")
+      raise UserError(f"mask must be [B, L] = {inputs_embeds.shape[:2]}, got {mask.shape}")
     attn_mask = causal_padding_mask(mask)
     x = inputs_embeds.astype(self.dtype)
     for layer in self.layers:

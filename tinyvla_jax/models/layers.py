@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import conv as conv_lib
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import LoraConfig
@@ -88,7 +89,7 @@ class Conv1d(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.kind == "projection" and self.kernel_size != 1:
-      raise ValueError(f"a projection conv must have kernel_size 1, got {self.kernel_size}")
+      raise UserError(f"a projection conv must have kernel_size 1, got {self.kernel_size}")
     fan_in = x.shape[-1] * self.kernel_size
     kernel = self.param("kernel", initializers.kernel_init(self.init_scheme, self.kind),
                         (self.kernel_size, x.shape[-1], self.features), jnp.float32)

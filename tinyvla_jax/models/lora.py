@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import VLAConfig
 
 LORA_PARAMS = ("lora_a", "lora_b")
@@ -49,11 +50,11 @@ def merge_lora(params: dict, config: VLAConfig) -> tuple[dict, VLAConfig]:
     lora = finetune.lora_for(component)
     if lora is None:
       if component in params and has_adapters(params[component]):
-        raise ValueError(f"params[{component!r}] holds LoRA adapters but model.finetune.{component}="
+        raise UserError(f"params[{component!r}] holds LoRA adapters but model.finetune.{component}="
                          f"{finetune.mode(component)!r}: pass the config the params were trained with")
       continue
     if component not in params:
-      raise ValueError(f"model.finetune.{component}='lora' but the params have no {component!r} component")
+      raise UserError(f"model.finetune.{component}='lora' but the params have no {component!r} component")
     merged[component] = _merge_tree(params[component], lora.scaling, component)
   new_finetune = dataclasses.replace(
       finetune, **{c: "full" for c in ("vision", "language") if finetune.mode(c) == "lora"})
@@ -65,10 +66,10 @@ def _merge_tree(tree: Any, scaling: float, where: str) -> Any:
     return tree
   if "lora_a" in tree or "lora_b" in tree:
     if not {"kernel", "lora_a", "lora_b"} <= set(tree):
-      raise ValueError(f"{where}: a LoRA layer needs kernel, lora_a and lora_b; found {sorted(tree)}")
+      raise UserError(f"{where}: a LoRA layer needs kernel, lora_a and lora_b; found {sorted(tree)}")
     kernel, a, b = (jnp.asarray(tree[k], jnp.float32) for k in ("kernel", "lora_a", "lora_b"))
     if a.shape != (kernel.shape[0], a.shape[1]) or b.shape != (a.shape[1], kernel.shape[1]):
-      raise ValueError(f"{where}: lora_a {a.shape} and lora_b {b.shape} do not fit kernel {kernel.shape}")
+      raise UserError(f"{where}: lora_a {a.shape} and lora_b {b.shape} do not fit kernel {kernel.shape}")
     out = {k: v for k, v in tree.items() if k not in LORA_PARAMS}
     out["kernel"] = kernel + jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST) * scaling
     return out

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import initializers, layers
 
 Dtype = Any
@@ -77,7 +78,7 @@ class SpatialSoftmax(nn.Module):
     b, v, p, _ = tokens.shape
     gh, gw = self.grid
     if p != gh * gw:
-      raise ValueError(f"spatial_softmax got {p} patches per view, expected a {gh}x{gw} grid")
+      raise UserError(f"spatial_softmax got {p} patches per view, expected a {gh}x{gw} grid")
     logits = layers.Dense(self.num_keypoints, init_scheme=self.init_scheme, dtype=self.dtype,
                           name="keypoint_maps")(tokens).astype(jnp.float32)  # [B, V, P, K]
     attention = jax.nn.softmax(logits, axis=2)
@@ -145,7 +146,7 @@ class ConditionEncoder(nn.Module):
       else:
         if self.keypoint_source == "vision":
           if image_tokens is None:
-            raise ValueError("model.head.keypoint_source='vision' needs the vision tokens (UnifiedTinyVLAModel passes them)")
+            raise UserError("model.head.keypoint_source='vision' needs the vision tokens (UnifiedTinyVLAModel passes them)")
           tokens = image_tokens
         else:
           tokens = image_block(hidden=hidden, image_start=image_start, num_tokens=num_image)
@@ -153,6 +154,6 @@ class ConditionEncoder(nn.Module):
         features.append(SpatialSoftmax(self.num_keypoints, self.grid, self.init_scheme, self.dtype,
                                        name="spatial_softmax")(tokens))
     else:
-      raise ValueError(f"model.head.readout={self.readout!r} is not a readout")
+      raise UserError(f"model.head.readout={self.readout!r} is not a readout")
     x = jnp.concatenate([f.astype(jnp.float32) for f in features] + [state.astype(jnp.float32)], axis=-1)
     return layers.Dense(width, init_scheme=self.init_scheme, dtype=self.dtype, name="combine")(x)

@@ -16,6 +16,7 @@ import jax
 
 from tinyvla_jax.diffusion.samplers import ddim_sample, ddpm_sample
 from tinyvla_jax.diffusion.schedule import NoiseSchedule
+from tinyvla_jax.errors import UserError
 
 SAMPLERS = {"ddim": ddim_sample, "ddpm": ddpm_sample}
 
@@ -24,7 +25,7 @@ def sample_actions(model, params, rng: jax.Array, *, images, tokens, token_mask,
                    num_inference_steps: int = 10, sampler: str = "ddim", clip_sample: bool = True) -> jax.Array:
   """Normalized action chunk [B, horizon, action_dim] for a batch of observations (not jitted)."""
   if sampler not in SAMPLERS:
-    raise ValueError(f"diffusion.sampler={sampler!r} must be one of {sorted(SAMPLERS)}")
+    raise UserError(f"diffusion.sampler={sampler!r} must be one of {sorted(SAMPLERS)}")
   variables = {"params": params}
   condition = model.apply(variables, images=images, tokens=tokens, token_mask=token_mask, state=state,
                           method=model.condition)
@@ -42,7 +43,7 @@ def make_action_sampler(model, *, schedule: NoiseSchedule, num_inference_steps: 
                         clip_sample: bool = True) -> Callable:
   """A jitted `(params, rng, *, images, tokens, token_mask, state) -> chunk [B, T, A]`."""
   if sampler not in SAMPLERS:
-    raise ValueError(f"diffusion.sampler={sampler!r} must be one of {sorted(SAMPLERS)}")
+    raise UserError(f"diffusion.sampler={sampler!r} must be one of {sorted(SAMPLERS)}")
 
   def fn(params, rng, *, images, tokens, token_mask, state):
     return sample_actions(model, params, rng, images=images, tokens=tokens, token_mask=token_mask, state=state,

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import LoraConfig, VisionConfig
 from tinyvla_jax.models.layers import ACTIVATIONS, Conv2d, Dense, group_norm, layer_norm, softmax_attention
@@ -41,10 +42,10 @@ def preprocess_images(images: jax.Array, *, image_size: int, mean: Sequence[floa
   `image_size`. CLIP's own processor resizes bicubically and center-crops; we feed square frames.
   """
   if images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"images must be [B, H, W, 3], got shape {images.shape}")
+    raise UserError(f"images must be [B, H, W, 3], got shape {images.shape}")
   if images.dtype != jnp.uint8:
     # A float input would be divided by 255 a second time: refuse it rather than guess.
-    raise ValueError(f"images must be uint8 (0..255), got {images.dtype}")
+    raise UserError(f"images must be uint8 (0..255), got {images.dtype}")
   x = images.astype(jnp.float32) / 255.0
   b, h, w, c = x.shape
   if (h, w) != (image_size, image_size):
@@ -155,7 +156,7 @@ class VisionEncoder(nn.Module):
     cfg = self.config
     s = cfg.image_size
     if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
-      raise ValueError(f"pixels must be [B, {s}, {s}, 3] (model.vision.image_size), got {pixels.shape}")
+      raise UserError(f"pixels must be [B, {s}, {s}, 3] (model.vision.image_size), got {pixels.shape}")
     x = self._embed(pixels)
     if cfg.pre_layernorm:
       x = layer_norm(cfg.layer_norm_eps, name="pre_layrnorm", dtype=self.dtype)(x)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.lora import is_adapter
 from tinyvla_jax.pretrained import hf_folder
@@ -52,13 +53,13 @@ def resolve_config(config):
     _update(config.model.language, dataclasses.asdict(language))
     tokenizer = make_tokenizer(config)
     if tokenizer.image_token_id >= language.vocab_size:
-      raise ValueError(f"{llm}: the tokenizer uses every id of the LLM's {language.vocab_size}-row embedding, "
+      raise UserError(f"{llm}: the tokenizer uses every id of the LLM's {language.vocab_size}-row embedding, "
                        f"leaving none for the image placeholder: it needs >= {tokenizer.image_token_id + 1} rows "
                        "(Pythia pads 50277 ids to 50304; data/hf_tokenizer.py)")
     config.model.image_token_id = tokenizer.image_token_id
   if vision:
     if preset.vision.stem != "patch":
-      raise ValueError(f"model.vision.stem={preset.vision.stem!r} has no pretrained weights in {vision}: "
+      raise UserError(f"model.vision.stem={preset.vision.stem!r} has no pretrained weights in {vision}: "
                        "use --config.model.vision.stem=patch with pretrained.vision")
     vis = hf_folder.vision_config(vision, select_layer=preset.vision.select_layer)
     _update(config.model.vision, dataclasses.asdict(vis))
@@ -75,7 +76,7 @@ def _resolve_tokenizer(config):
   tokenizer = make_tokenizer(config)
   vocab = config.model.language.get("vocab_size")
   if vocab is not None and tokenizer.image_token_id >= vocab:
-    raise ValueError(f"data.tokenizer={config.data.get('tokenizer')!r} needs {tokenizer.image_token_id + 1} embedding rows "
+    raise UserError(f"data.tokenizer={config.data.get('tokenizer')!r} needs {tokenizer.image_token_id + 1} embedding rows "
                      f"(its image placeholder is id {tokenizer.image_token_id}) but model.language.vocab_size={vocab}: "
                      f"set --config.model.language.vocab_size={tokenizer.image_token_id + 1}")
   if config.model.get("image_token_id") == tokenizer.image_token_id:
@@ -118,7 +119,7 @@ def _check_resolved(from_folder, in_model, prefix: str, folder: str) -> None:
   if from_folder != in_model:
     diffs = [f"{prefix}.{f.name}={getattr(in_model, f.name)!r} vs {getattr(from_folder, f.name)!r}"
              for f in dataclasses.fields(from_folder) if getattr(in_model, f.name) != getattr(from_folder, f.name)]
-    raise ValueError(f"{folder}/config.json differs from the model config ({diffs[0]}): "
+    raise UserError(f"{folder}/config.json differs from the model config ({diffs[0]}): "
                      "pass the config through pretrained.backbones.resolve_config first")
 
 
@@ -132,14 +133,14 @@ def graft(initialized: dict, imported: dict, *, where: str) -> dict:
   for path, value in jax.tree_util.tree_flatten_with_path(imported)[0]:
     name = jax.tree_util.keystr(path)
     if path not in init_leaves:
-      raise ValueError(f"{where}: the checkpoint provides {name}, which the model does not have")
+      raise UserError(f"{where}: the checkpoint provides {name}, which the model does not have")
     value = np.asarray(value, np.float32)
     if value.shape != init_leaves[path].shape:
-      raise ValueError(f"{where}: {name} has shape {value.shape} in the checkpoint, {init_leaves[path].shape} "
+      raise UserError(f"{where}: {name} has shape {value.shape} in the checkpoint, {init_leaves[path].shape} "
                        "in the model")
     new[path] = jnp.asarray(value)
   missing = [p for p in init_leaves if p not in new and not is_adapter(p)]
   if missing:
-    raise ValueError(f"{where}: the checkpoint does not provide {jax.tree_util.keystr(missing[0])} "
+    raise UserError(f"{where}: the checkpoint does not provide {jax.tree_util.keystr(missing[0])} "
                      f"({len(missing)} parameter(s) in all)")
   return jax.tree_util.tree_map_with_path(lambda path, leaf: new.get(path, leaf), initialized)

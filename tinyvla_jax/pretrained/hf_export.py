@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import LanguageConfig, VisionConfig, VLAConfig
 from tinyvla_jax.models.lora import has_adapters, merge_lora
 from tinyvla_jax.pretrained import hf_folder, hf_import
@@ -92,7 +93,7 @@ def vision_params_to_hf(params: dict, config: VisionConfig) -> dict[str, np.ndar
 
 def _check_no_adapters(params: dict, component: str) -> None:
   if has_adapters(params):
-    raise ValueError(f"the {component} params hold LoRA adapters: merge them first "
+    raise UserError(f"the {component} params hold LoRA adapters: merge them first "
                      "(tinyvla_jax.models.lora.merge_lora, or export_vla which does)")
 
 
@@ -117,7 +118,7 @@ def vision_config_to_hf(config: VisionConfig) -> dict[str, Any]:
   clip = (True, True, False)  # (class_token, pre_layernorm, patch_bias)
   switches = (config.class_token, config.pre_layernorm, config.patch_bias)
   if switches not in (clip, tuple(not s for s in clip)):
-    raise ValueError(f"a ViT with class_token={switches[0]}, pre_layernorm={switches[1]}, patch_bias={switches[2]} "
+    raise UserError(f"a ViT with class_token={switches[0]}, pre_layernorm={switches[1]}, patch_bias={switches[2]} "
                      "is neither CLIP nor SigLIP: Hugging Face has no model to export it as")
   siglip = switches != clip
   out = {
@@ -152,10 +153,10 @@ def _assert_round_trip(params: dict, back: dict, what: str) -> None:
   theirs = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(back)[0]}
   if mine.keys() != theirs.keys():
     extra = sorted(mine.keys() ^ theirs.keys())
-    raise ValueError(f"{what} params do not match their config: {extra[0]} is not exported (wrong config?)")
+    raise UserError(f"{what} params do not match their config: {extra[0]} is not exported (wrong config?)")
   for key, value in mine.items():
     if value.shape != theirs[key].shape or not np.array_equal(value.astype(np.float32), theirs[key]):
-      raise ValueError(f"{what} export of {key} does not round-trip exactly")
+      raise UserError(f"{what} export of {key} does not round-trip exactly")
 
 
 def export_language(folder: str, params: dict, config: LanguageConfig, *, tokenizer_json: str | None = None) -> None:
@@ -198,7 +199,7 @@ def main(argv):
 
   workdir, out = _WORKDIR.value, _OUT.value
   if not Checkpointer.exists(workdir):
-    raise ValueError(f"no checkpoint under {workdir}/checkpoints: pass the --workdir of a training run")
+    raise UserError(f"no checkpoint under {workdir}/checkpoints: pass the --workdir of a training run")
   with Checkpointer(workdir) as ckpt:
     _, stored = ckpt.restore_json(_STEP.value)
     config = VLAConfig.from_dict(stored["model"])

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import LanguageConfig, VisionConfig
 from tinyvla_jax.pretrained import hf_import
 
@@ -38,23 +39,23 @@ def require(module: str):
   try:
     return importlib.import_module(module)
   except ImportError:
-    raise ValueError(f"pretrained weights and tokenizers need the {module.split('.')[0]!r} package: "
+    raise UserError(f"pretrained weights and tokenizers need the {module.split('.')[0]!r} package: "
                      "pip install 'tinyvla_jax[pretrained]'") from None
 
 
 def read_config(folder: str) -> dict[str, Any]:
   if not os.path.isdir(folder):
-    raise ValueError(f"pretrained folder {folder!r} does not exist (expected a Hugging Face model folder)")
+    raise UserError(f"pretrained folder {folder!r} does not exist (expected a Hugging Face model folder)")
   path = os.path.join(folder, CONFIG)
   if not os.path.isfile(path):
-    raise ValueError(f"{path} not found: a Hugging Face model folder has a config.json beside its weights")
+    raise UserError(f"{path} not found: a Hugging Face model folder has a config.json beside its weights")
   try:
     with open(path) as f:
       cfg = json.load(f)
   except (OSError, json.JSONDecodeError) as error:
-    raise ValueError(f"{path} is not readable JSON ({error})") from None
+    raise UserError(f"{path} is not readable JSON ({error})") from None
   if not isinstance(cfg, dict):
-    raise ValueError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
+    raise UserError(f"{path} must hold a JSON object, got {type(cfg).__name__}")
   return cfg
 
 
@@ -73,19 +74,19 @@ class TensorFolder(Mapping):
         handle = safetensors.safe_open(path, framework="numpy")
         keys = list(handle.keys())
       except Exception as error:  # noqa: BLE001 - a torn or foreign file raises several error types
-        raise ValueError(f"{path} is not a readable safetensors file ({type(error).__name__}: "
+        raise UserError(f"{path} is not a readable safetensors file ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''})") from None
       self._handles[name] = handle
       for key in keys:
         if key in self._file_of:
-          raise ValueError(f"tensor {key!r} is in both {self._file_of[key]} and {name} under {folder}")
+          raise UserError(f"tensor {key!r} is in both {self._file_of[key]} and {name} under {folder}")
         self._file_of[key] = name
     index = _read_index(folder)
     if index is not None:
       wrong = sorted(k for k, f in index.items() if self._file_of.get(k) != f)
       if wrong:
         k = wrong[0]
-        raise ValueError(f"{os.path.join(folder, INDEX)} puts {k!r} in {index[k]}, but "
+        raise UserError(f"{os.path.join(folder, INDEX)} puts {k!r} in {index[k]}, but "
                          f"{'it is in ' + self._file_of[k] if k in self._file_of else 'no shard holds it'}")
 
   def __getitem__(self, key: str) -> np.ndarray:
@@ -112,7 +113,7 @@ def _read_index(folder: str) -> dict[str, str] | None:
     with open(path) as f:
       weight_map = json.load(f)["weight_map"]
   except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-    raise ValueError(f"{path} is not a safetensors index with a 'weight_map' "
+    raise UserError(f"{path} is not a safetensors index with a 'weight_map' "
                      f"({type(error).__name__}: {error})") from None
   return dict(weight_map)
 
@@ -125,12 +126,12 @@ def _weight_files(folder: str) -> list[str]:
     files = sorted(set(index.values()))
     missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
     if missing:
-      raise ValueError(f"{os.path.join(folder, INDEX)} names {missing[0]}, which is not in the folder")
+      raise UserError(f"{os.path.join(folder, INDEX)} names {missing[0]}, which is not in the folder")
     return files
   if any(name.endswith(".bin") for name in os.listdir(folder)):
-    raise ValueError(f"{folder} has only PyTorch .bin weights: re-save it as safetensors "
+    raise UserError(f"{folder} has only PyTorch .bin weights: re-save it as safetensors "
                      "(save_pretrained(..., safe_serialization=True))")
-  raise ValueError(f"{folder} has no {WEIGHTS} (nor {INDEX}): is it a Hugging Face model folder?")
+  raise UserError(f"{folder} has no {WEIGHTS} (nor {INDEX}): is it a Hugging Face model folder?")
 
 
 def _in_folder(folder: str, fn, *args, **kwargs):
@@ -138,7 +139,7 @@ def _in_folder(folder: str, fn, *args, **kwargs):
   try:
     return fn(*args, **kwargs)
   except ValueError as error:
-    raise ValueError(f"{folder}: {error}") from None
+    raise UserError(f"{folder}: {error}") from None
 
 
 def language_config(folder: str) -> LanguageConfig:

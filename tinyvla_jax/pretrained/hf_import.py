@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import LanguageConfig, VisionConfig
 
 Params = dict[str, Any]
@@ -43,12 +44,12 @@ def language_config_from_hf(cfg: Mapping[str, Any]) -> LanguageConfig:
   """GPTNeoXConfig dict -> LanguageConfig. Reads rotary settings in both forms: transformers 4
   (`rotary_pct`, `rotary_emb_base`) and 5 (`rope_parameters: {partial_rotary_factor, rope_theta}`)."""
   if cfg.get("model_type", "gpt_neox") != "gpt_neox":
-    raise ValueError(f"expected a gpt_neox config, got model_type={cfg['model_type']!r}")
+    raise UserError(f"expected a gpt_neox config, got model_type={cfg['model_type']!r}")
   rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
   if rope.get("rope_type", rope.get("type", "default")) != "default":
-    raise ValueError(f"only the default rotary embedding is supported, got rope_type={rope.get('rope_type')!r}")
+    raise UserError(f"only the default rotary embedding is supported, got rope_type={rope.get('rope_type')!r}")
   if not cfg.get("attention_bias", True):
-    raise ValueError("attention_bias=False is not supported: our GPT-NeoX attention has biases (as Pythia)")
+    raise UserError("attention_bias=False is not supported: our GPT-NeoX attention has biases (as Pythia)")
   # transformers' own defaults when a key is absent: 25% rotary, base 10000.
   pct = _first(cfg.get("rotary_pct"), rope.get("partial_rotary_factor"), cfg.get("partial_rotary_factor"), 0.25)
   base = _first(cfg.get("rotary_emb_base"), rope.get("rope_theta"), cfg.get("rope_theta"), 10000.0)
@@ -79,11 +80,11 @@ def vision_config_from_hf(cfg: Mapping[str, Any], *, select_layer: int = -2) -> 
                                  select_layer=select_layer)
   siglip = model_type.startswith("siglip")
   if not (siglip or model_type.startswith("clip")):
-    raise ValueError(f"expected a CLIP or SigLIP vision config, got model_type={model_type!r}")
+    raise UserError(f"expected a CLIP or SigLIP vision config, got model_type={model_type!r}")
   cfg = {**_VISION_DEFAULTS["siglip" if siglip else "clip"], **cfg}
   for key in ("image_size", "patch_size"):
     if not isinstance(cfg[key], int):  # transformers also allows (h, w) pairs; our ViT is square
-      raise ValueError(f"vision config {key}={cfg[key]!r}: only a single int (square images, patches) is supported")
+      raise UserError(f"vision config {key}={cfg[key]!r}: only a single int (square images, patches) is supported")
   config = VisionConfig(
       image_size=int(cfg["image_size"]),
       patch_size=int(cfg["patch_size"]),
@@ -118,10 +119,10 @@ class _Reader:
   def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
     key = self.prefix + name
     if key not in self.sd:
-      raise ValueError(f"{self.what} checkpoint is missing {key!r} (expected shape {shape})")
+      raise UserError(f"{self.what} checkpoint is missing {key!r} (expected shape {shape})")
     value = np.asarray(self.sd[key], np.float32)
     if value.shape != tuple(shape):
-      raise ValueError(f"{self.what} checkpoint tensor {key!r}{self.where(key)} has shape {value.shape}, "
+      raise UserError(f"{self.what} checkpoint tensor {key!r}{self.where(key)} has shape {value.shape}, "
                        f"the config expects {shape}")
     self.used.add(key)
     return value
@@ -130,7 +131,7 @@ class _Reader:
     """Every tensor must be used or match `ignored` (matched against the name without the prefix)."""
     unexpected = sorted(k for k in self.sd if k not in self.used and not ignored.search(k.removeprefix(self.prefix)))
     if unexpected:
-      raise ValueError(f"{self.what} checkpoint has {len(unexpected)} unexpected tensor(s), e.g. "
+      raise UserError(f"{self.what} checkpoint has {len(unexpected)} unexpected tensor(s), e.g. "
                        f"{unexpected[0]!r}{self.where(unexpected[0])}: {hint}")
 
   def linear(self, name: str, fan_in: int, fan_out: int, bias: bool = True) -> Params:
@@ -208,7 +209,7 @@ def clip_vision_params_from_hf(state_dict: Mapping[str, Any], config: VisionConf
 
 def _require(cfg: Mapping[str, Any], key: str, what: str):
   if key not in cfg:
-    raise ValueError(f"{what} has no {key!r}: is this the config.json of the right model?")
+    raise UserError(f"{what} has no {key!r}: is this the config.json of the right model?")
   return cfg[key]
 
 
@@ -218,5 +219,5 @@ def _first(*values):
 
 def _act(name: str) -> str:
   if name not in _ACTS:
-    raise ValueError(f"unsupported activation hidden_act={name!r}: supported {sorted(_ACTS)}")
+    raise UserError(f"unsupported activation hidden_act={name!r}: supported {sorted(_ACTS)}")
   return _ACTS[name]

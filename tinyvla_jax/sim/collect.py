@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.store import EpisodeStore, EpisodeWriter
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.sim import metaworld as mw
 
 
@@ -55,9 +56,9 @@ def collect(*, tasks, episodes: int, cameras=("corner2",), image_size: int = 72,
   tasks = mw.expand_tasks(tasks)
   cameras = mw.check_cameras(cameras)
   if episodes < 1:
-    raise ValueError(f"--episodes={episodes} must be >= 1")
+    raise UserError(f"--episodes={episodes} must be >= 1")
   if not 1 <= max_steps <= mw.MAX_EPISODE_STEPS:
-    raise ValueError(f"--max-steps={max_steps} must be in [1, {mw.MAX_EPISODE_STEPS}]")
+    raise UserError(f"--max-steps={max_steps} must be in [1, {mw.MAX_EPISODE_STEPS}]")
   max_attempts = max_attempts or 3 * episodes
   writer = EpisodeWriter(out, cameras=cameras, image_size=image_size, state_dim=mw.STATE_DIM,
                          action_dim=mw.ACTION_DIM, source=dict(simulator="metaworld", seed=seed, max_steps=max_steps))

@@ -24,6 +24,8 @@ import warnings
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError, MissingExtraError
+
 MAX_EPISODE_STEPS = 500  # MetaWorld's own limit (stepping beyond it raises)
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 STATE_DIM = 4  # hand xyz + gripper opening
@@ -86,10 +88,10 @@ def expand_tasks(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
   for name in out:
     if name not in known:
       close = [k for k in sorted(known) if name.removesuffix("-v3") in k][:3]
-      raise ValueError(f"unknown MetaWorld task {name!r} in --tasks"
+      raise UserError(f"unknown MetaWorld task {name!r} in --tasks"
                        f"{f' (did you mean {close}?)' if close else ''}: use v3 names, MT10 or MT50")
   if not out:
-    raise ValueError("--tasks is empty: name MetaWorld v3 tasks, e.g. drawer-open-v3,window-open-v3 or MT10")
+    raise UserError("--tasks is empty: name MetaWorld v3 tasks, e.g. drawer-open-v3,window-open-v3 or MT10")
   return tuple(dict.fromkeys(out))
 
 
@@ -97,7 +99,7 @@ def check_cameras(cameras) -> tuple[str, ...]:
   cameras = tuple(cameras)
   bad = [c for c in cameras if c not in CAMERAS]
   if bad or not cameras:
-    raise ValueError(f"unknown camera(s) {bad or cameras}: choose from {', '.join(CAMERAS)}")
+    raise UserError(f"unknown camera(s) {bad or cameras}: choose from {', '.join(CAMERAS)}")
   return cameras
 
 
@@ -108,7 +110,7 @@ def require_metaworld():
     import metaworld
     import metaworld.policies  # noqa: F401 - the experts
   except ImportError as e:
-    raise ImportError(f"MetaWorld is not installed ({e}): pip install 'tinyvla_jax[sim]' and the GL library "
+    raise MissingExtraError(f"MetaWorld is not installed ({e}): pip install 'tinyvla_jax[sim]' and the GL library "
                       "(Debian: apt-get install -y libosmesa6)") from None
   return metaworld
 
@@ -137,7 +139,7 @@ class MetaWorldTask:
     (self.task,) = expand_tasks([task])
     self.cameras = check_cameras(cameras)
     if image_size < 8:
-      raise ValueError(f"image size {image_size} is too small: use >= 8 pixels")
+      raise UserError(f"image size {image_size} is too small: use >= 8 pixels")
     self.image_size = int(image_size)
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
@@ -151,7 +153,7 @@ class MetaWorldTask:
       self._renderer = mujoco.Renderer(self.env.model, self.image_size, self.image_size)
     except Exception as e:  # noqa: BLE001 - GL failures come as several exception types
       # An ImportError: what is missing is a library, and the CLIs print it as one line.
-      raise ImportError(f"MuJoCo cannot render (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}. Install the GL "
+      raise MissingExtraError(f"MuJoCo cannot render (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}. Install the GL "
                          "library (Debian: apt-get install -y libosmesa6) or set MUJOCO_GL=egl") from None
     self._video_renderers: dict[int, object] = {}
     self._raw = None
