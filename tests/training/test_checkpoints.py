@@ -1,4 +1,5 @@
-"""Checkpointer: bitwise round trips, retention (latest N + best), torn-step fallback, leftovers."""
+"""Checkpointer: bitwise round trips, retention (latest N + best), integrity (manifests, damaged steps moved
+aside, non-damage errors delete nothing), failed saves, leftovers."""
 
 import pathlib
 
@@ -9,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from tinyvla_jax.errors import CheckpointError
 from tinyvla_jax.training.checkpoints import Checkpointer
 
 
@@ -111,33 +113,109 @@ def test_without_keep_best_only_latest_survive(tmp_path):
     assert ckpt.all_steps() == [2, 3]
 
 
-# A failed read leaves tensorstore callbacks aimed at Orbax's already-closed asyncio loop: harmless noise.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("damage", ["truncate", "delete"])
-def test_torn_newest_step_falls_back_with_warning(tmp_path, damage):
+def step_files(tmp_path, step: int, item: str = "train_state") -> list[pathlib.Path]:
+  return sorted((p for p in (tmp_path / "checkpoints" / str(step) / item).rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+
+
+def flip_bytes(path: pathlib.Path) -> None:
+  """Same size, different content: what a bad disk or a stray write leaves, and what Orbax cannot see."""
+  data = bytearray(path.read_bytes())
+  for i in range(len(data) // 3, min(len(data), len(data) // 3 + 64)):
+    data[i] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_newest_step_is_moved_aside_and_the_previous_one_read(tmp_path, damage):
   with Checkpointer(tmp_path) as ckpt:
     save(ckpt, 1)
     save(ckpt, 2)
-    ckpt.wait()
-  array_files = [p for p in (tmp_path / "checkpoints" / "2" / "train_state").rglob("*")
-                 if p.is_file() and p.parent.name == "d"]
-  assert array_files
-  for path in array_files:
-    path.write_bytes(path.read_bytes()[:3]) if damage == "truncate" else path.unlink()
+  assert (tmp_path / "checkpoints" / "2" / "manifest.json").is_file()
+  victim = step_files(tmp_path, 2)[-1]  # the largest file: the arrays
+  {"flip": flip_bytes, "truncate": lambda p: p.write_bytes(p.read_bytes()[:3]), "delete": pathlib.Path.unlink}[damage](victim)
   with Checkpointer(tmp_path) as ckpt:
-    with pytest.warns(UserWarning, match="step 2 .* unreadable"):
+    with pytest.warns(UserWarning, match=f"checkpoint step 2 is damaged \\({victim.name}|train_state/.*{victim.name}"):
       restored = ckpt.restore(train_state_target=jax.eval_shape(make_state))
     assert restored.step == 1
     assert_bitwise_equal(restored.train_state, make_state(1))
-    # The resumed run reaches step 2 again: saving it replaces the torn one instead of failing.
+    assert ckpt.all_steps() == [1]
+    # Moved, not deleted: the damaged step is still on disk for a post-mortem.
+    assert (tmp_path / "checkpoints" / "damaged" / "2" / "train_state").is_dir()
+    # The resumed run reaches step 2 again and writes it anew.
     save(ckpt, 2)
     ckpt.wait()
     assert ckpt.restore(train_state_target=jax.eval_shape(make_state)).step == 2
 
 
-def test_no_readable_step_raises(tmp_path):
+def test_a_structure_mismatch_is_an_error_that_deletes_nothing(tmp_path):
   with Checkpointer(tmp_path) as ckpt:
-    with pytest.raises(FileNotFoundError, match="no readable checkpoint"):
+    save(ckpt, 1)
+    save(ckpt, 2)
+  before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(CheckpointError, match="could not restore checkpoint step 2 .* not damaged and nothing was deleted"):
+      ckpt.restore(train_state_target=jax.eval_shape(lambda: {"w": jnp.zeros((5, 5))}))
+    assert ckpt.all_steps() == [1, 2]
+  assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_every_step_damaged_says_overwrite(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    save(ckpt, 1)
+    save(ckpt, 2)
+  for step in (1, 2):
+    flip_bytes(step_files(tmp_path, step)[-1])
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.warns(UserWarning, match="damaged"):
+      with pytest.raises(CheckpointError, match="no intact checkpoint .* pass --overwrite to start over"):
+        ckpt.restore(train_state_target=jax.eval_shape(make_state))
+  assert sorted(p.name for p in (tmp_path / "checkpoints" / "damaged").iterdir()) == ["1", "2"]
+
+
+def test_an_explicit_damaged_step_is_an_error(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    save(ckpt, 1)
+  flip_bytes(step_files(tmp_path, 1)[-1])
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(CheckpointError, match="checkpoint step 1 .* is damaged: .* differs from its checksum"):
+      ckpt.restore(train_state_target=jax.eval_shape(make_state), step=1)
+    assert ckpt.all_steps() == [1]  # an explicit request moves nothing
+
+
+def test_a_step_without_manifest_is_read_unverified_then_sealed(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    save(ckpt, 1)
+  manifest = tmp_path / "checkpoints" / "1" / "manifest.json"
+  manifest.unlink()  # as if the writer was killed between Orbax's commit and the manifest
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.warns(UserWarning, match="step 1 .* has no manifest.json .* reading it unverified"):
+      assert ckpt.restore(train_state_target=jax.eval_shape(make_state)).step == 1
+  assert manifest.is_file()
+
+
+def test_a_failed_save_is_one_error_and_keeps_the_previous_step(tmp_path, monkeypatch):
+  import errno
+  import orbax.checkpoint as ocp
+  with Checkpointer(tmp_path) as ckpt:
+    save(ckpt, 1)
+    ckpt.wait()
+
+    def full_disk(*args, **kwargs):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    with pytest.raises(CheckpointError, match="saving checkpoint step 2 .* No space left on device.*step 1 is intact"):
+      save(ckpt, 2)
+  monkeypatch.undo()
+  with Checkpointer(tmp_path) as ckpt:
+    assert ckpt.all_steps() == [1]
+    assert_bitwise_equal(ckpt.restore(train_state_target=jax.eval_shape(make_state)).train_state, make_state(1))
+
+
+def test_no_step_raises(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
       ckpt.restore(train_state_target=jax.eval_shape(make_state))
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints: one Orbax CheckpointManager per workdir, wrapped so a run saves and resumes in one call.
+"""Checkpoints: one Orbax CheckpointManager per workdir, wrapped so a run saves and resumes in one call,
+and every step it wrote is verified before it is read back.
 
 Layout on disk (one folder per saved step, written atomically by Orbax):
 
@@ -8,25 +9,58 @@ Layout on disk (one folder per saved step, written atomically by Orbax):
     assets/        JSON: normalization statistics and anything else the policy needs to act
     config/        JSON: the run's config, readable without touching arrays
     metrics/       JSON: the step's metrics, only when it had a finite val_loss
+    manifest.json  size and SHA-256 of every file above, written after Orbax finished the step
   <workdir>/checkpoints/<step>.orbax-checkpoint-tmp*/   an unfinished save; ignored, removed on open
+  <workdir>/checkpoints/damaged/<step>[.N]/            steps whose files no longer match their manifest
+
+Integrity. Orbax's atomic rename protects against a writer that dies mid-save, not against bytes that
+change later (a bad disk, a partial copy, a stray write): those load without an error. So each finished
+step gets a manifest, and a restore first checks the files against it. A mismatch is damage: the step is
+moved to `damaged/` (never deleted) with a one-line warning naming the file, and the previous verified
+step is read instead. Any other restore failure (a tree that no longer matches the code, out of memory,
+an I/O error) is an error that says so and touches nothing. A step without a manifest (its writer was
+killed between Orbax's commit and the manifest) is read unverified, and sealed once it read back.
 
 Retention: keep the newest `max_to_keep` steps AND (with `keep_best`) the one step with the lowest
 finite `metrics["val_loss"]`. Steps without a val_loss count only toward the newest. (Orbax's own
 `max_to_keep` + `best_fn` would keep the best `max_to_keep` and delete the newest, so we give it an
 explicit preservation policy instead.)
+
+A failed save (full disk, read-only directory) raises `CheckpointError` at the next `save`, `wait` or
+`check_for_errors`; the steps already written stay as they were.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import os
 import pathlib
+import shutil
 import warnings
 from typing import Any, NamedTuple
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from tinyvla_jax.errors import CheckpointError, UserError
+
 ITEMS = ("train_state", "params", "assets", "config")
+MANIFEST = "manifest.json"
+DAMAGED = "damaged"
+_IO_WORDS = ("No space left", "Read-only file system", "Permission denied", "Disk quota", "Input/output error")
+
+
+class _DropMissingMetricsNotice(logging.Filter):
+  # Orbax warns on every save without metrics when a best_fn is set; our mid-epoch and final saves have
+  # none on purpose (they count toward the newest steps only), so the notice is noise in a user's log.
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropMissingMetricsNotice())
 
 
 class Restored(NamedTuple):
@@ -52,12 +86,68 @@ def _checkpoint_dir(workdir) -> pathlib.Path:
   return pathlib.Path(workdir).resolve() / "checkpoints"
 
 
+# --- manifests ----------------------------------------------------------------------------------
+
+def _sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _data_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(step_dir: pathlib.Path) -> None:
+  """Records size and SHA-256 of every file of a finished step (atomically: tmp file, fsync, rename)."""
+  files = {str(p.relative_to(step_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+           for p in _data_files(step_dir)}
+  tmp = step_dir / (MANIFEST + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({"format": 1, "files": files}, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, step_dir / MANIFEST)
+
+
+def check_manifest(step_dir: pathlib.Path) -> str | None:
+  """None when every file the manifest lists is there with its size and hash; else the first problem.
+  Raises FileNotFoundError when the step has no manifest."""
+  with open(step_dir / MANIFEST) as f:
+    try:
+      files = json.load(f)["files"]
+    except (ValueError, KeyError):
+      return f"{MANIFEST} itself is unreadable"
+  for name, want in files.items():
+    path = step_dir / name
+    if not path.is_file():
+      return f"{name} is missing"
+    if path.stat().st_size != want["bytes"]:
+      return f"{name} has {path.stat().st_size} bytes, {want['bytes']} were written"
+    if _sha256(path) != want["sha256"]:
+      return f"{name} differs from its checksum"
+  return None
+
+
+def _is_io_failure(error: BaseException) -> bool:
+  """Whether a save failed because of the disk (full, read-only, no permission), not because of a bug."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) or any(w in str(error) for w in _IO_WORDS):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
 class Checkpointer:
   """Saves and restores a run's train state, inference params, assets and config under `<workdir>/checkpoints`."""
 
   def __init__(self, directory, *, max_to_keep: int = 3, keep_best: bool = True, async_save: bool = True):
     if max_to_keep < 1:
-      raise ValueError(f"max_to_keep={max_to_keep} must be at least 1 (the newest step is what a resume reads)")
+      raise UserError(f"max_to_keep={max_to_keep} must be at least 1 (the newest step is what a resume reads)")
     self.directory = _checkpoint_dir(directory)
     keep = [policies.LatestN(n=max_to_keep)]
     if keep_best:
@@ -71,7 +161,8 @@ class Checkpointer:
         preservation_policy=policies.AnyPreservationPolicy(keep),
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
     self._manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
-    self._unreadable: set[int] = set()
+    self._unsealed: list[int] = []  # saved by this process, manifest not yet written
+    self._verified: set[int] = set()  # checked against their manifest by this process
 
   @staticmethod
   def exists(directory) -> bool:
@@ -81,11 +172,9 @@ class Checkpointer:
 
   def save(self, step: int, *, train_state, params, assets: dict, config: dict, metrics: dict | None = None,
            force: bool = False) -> bool:
-    """Starts saving `step` (in the background when async); returns whether a save was started."""
-    if step in self._unreadable:
-      # restore() fell back past this torn step, so the resumed run reaches it again: replace it.
-      self._manager.delete(step)
-      self._unreadable.discard(step)
+    """Starts saving `step` (in the background when async); returns whether a save was started.
+    Raises CheckpointError when this or the previous save failed for lack of space or permission."""
+    self._finish(step)  # the previous save must have landed (and be sealed) before a new one starts
     metrics = dict(metrics or {})
     val_loss = metrics.get("val_loss")
     # Only a finite val_loss may rank a step: a NaN would sort anywhere and could pin a broken step as best.
@@ -94,19 +183,67 @@ class Checkpointer:
         train_state=ocp.args.StandardSave(train_state), params=ocp.args.StandardSave(params),
         assets=ocp.args.JsonSave(assets), config=ocp.args.JsonSave(config))
     stored = {k: float(v) for k, v in metrics.items()} if ranked else None
-    return self._manager.save(step, args=args, metrics=stored, force=force)
+    try:
+      started = self._manager.save(step, args=args, metrics=stored, force=force)
+    except Exception as error:  # noqa: BLE001 - classified: disk problems become one line, bugs re-raise
+      raise self._save_failure(step, error) from error
+    if started:
+      self._unsealed.append(step)
+    return started
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the last save landed and is sealed; raises CheckpointError if it failed."""
+    self._finish(None)
+
+  def check_for_errors(self) -> None:
+    """Raises CheckpointError now if a background save has already failed (cheap: no waiting)."""
+    try:
+      self._manager.check_for_errors()
+    except Exception as error:  # noqa: BLE001
+      raise self._save_failure(self._unsealed[-1] if self._unsealed else None, error) from error
+
+  def _finish(self, next_step: int | None) -> None:
+    try:
+      self._manager.wait_until_finished()
+    except Exception as error:  # noqa: BLE001
+      raise self._save_failure(self._unsealed[-1] if self._unsealed else next_step, error) from error
+    for step in self._unsealed:
+      step_dir = self.directory / str(step)
+      if step_dir.is_dir():  # retention may already have removed it
+        write_manifest(step_dir)
+        self._verified.add(step)
+    self._unsealed = []
+
+  def _save_failure(self, step: int | None, error: Exception) -> Exception:
+    if not _is_io_failure(error):
+      return error  # a bug: the caller re-raises it with its traceback
+    intact = [s for s in self._finished_steps() if s != step]
+    previous = f"step {intact[-1]} is intact" if intact else "no earlier step exists"
+    return CheckpointError(f"saving checkpoint step {step} to {self.directory} failed ({_brief(error)}); "
+                           f"{previous}: free space or fix the directory's permissions, then re-run the same "
+                           "command to resume")
+
+  def _finished_steps(self) -> list[int]:
+    return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir()) \
+        if self.directory.is_dir() else []
 
   def close(self) -> None:
-    self._manager.close()
+    try:
+      self._finish(None)
+    finally:
+      self._manager.close()
 
   def __enter__(self) -> Checkpointer:
     return self
 
-  def __exit__(self, *exc) -> None:
-    self.close()
+  def __exit__(self, exc_type, *exc) -> None:
+    if exc_type is None:
+      self.close()
+    else:  # already failing: do not let a second error from the last save hide the first
+      try:
+        self.close()
+      except Exception:  # noqa: BLE001
+        pass
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -121,35 +258,78 @@ class Checkpointer:
   def restore(self, *, train_state_target, params_target=None, step: int | None = None) -> Restored:
     """Restores into the targets' structure, dtypes and shardings (abstract `jax.eval_shape` trees work).
 
-    A None target skips that item. With `step=None` this reads the newest readable step, warning
-    about (and skipping) torn ones; an explicit `step` is read as is.
+    A None target skips that item. With `step=None` this reads the newest intact step, moving damaged
+    ones aside with a warning; an explicit `step` must be intact.
     """
     if train_state_target is None and params_target is None:
-      raise ValueError("pass train_state_target or params_target (or use restore_json for assets/config only)")
+      raise UserError("pass train_state_target or params_target (or use restore_json for assets/config only)")
     items = {"assets": ocp.args.JsonRestore(), "config": ocp.args.JsonRestore()}
     if train_state_target is not None:
       items["train_state"] = ocp.args.StandardRestore(train_state_target)
     if params_target is not None:
       items["params"] = ocp.args.StandardRestore(params_target)
-    step, out = self._restore_first_readable(step, items)
+    step, out = self._restore_newest_intact(step, items)
     return Restored(step=step, train_state=out.get("train_state"), params=out.get("params"),
                     assets=out["assets"], config=out["config"])
 
   def restore_json(self, step: int | None = None) -> tuple[dict, dict]:
-    """(assets, config) of `step` (default: the newest readable), without reading any array."""
-    _, out = self._restore_first_readable(step, {"assets": ocp.args.JsonRestore(),
-                                                 "config": ocp.args.JsonRestore()})
+    """(assets, config) of `step` (default: the newest intact), without reading any array."""
+    _, out = self._restore_newest_intact(step, {"assets": ocp.args.JsonRestore(),
+                                                "config": ocp.args.JsonRestore()})
     return out["assets"], out["config"]
 
-  def _restore_first_readable(self, step: int | None, items: dict) -> tuple[int, dict]:
+  def _restore_newest_intact(self, step: int | None, items: dict) -> tuple[int, dict]:
     self.wait()  # a save still in flight would otherwise look like a missing step
-    if step is not None:
-      return step, dict(self._manager.restore(step, args=ocp.args.Composite(**items)).items())
-    for candidate in reversed(self.all_steps()):
+    if step is not None and step not in self.all_steps():
+      raise CheckpointError(f"no checkpoint step {step} in {self.directory} (it has {self.all_steps() or 'none'})")
+    for candidate in [step] if step is not None else reversed(self.all_steps()):
+      sealed = self._verify(candidate, fall_back=step is None)
+      if sealed is None:
+        continue  # damaged and moved aside
       try:
-        return candidate, dict(self._manager.restore(candidate, args=ocp.args.Composite(**items)).items())
-      except Exception as error:  # noqa: BLE001 - torn files surface as many error types (tensorstore, JSON, OS)
-        self._unreadable.add(candidate)
-        warnings.warn(f"checkpoint step {candidate} in {self.directory} is unreadable "
-                      f"({_brief(error)}); falling back to an older step", stacklevel=3)
-    raise FileNotFoundError(f"no readable checkpoint in {self.directory}: train from scratch or pass another workdir")
+        out = dict(self._manager.restore(candidate, args=ocp.args.Composite(**items)).items())
+      except Exception as error:  # noqa: BLE001 - not damage (checksums match): say so and keep every file
+        what = ("its files match their checksums, so it is not damaged" if sealed else
+                "it has no checksum manifest (its writer was killed before sealing it)")
+        raise CheckpointError(
+            f"could not restore checkpoint step {candidate} from {self.directory} ({_brief(error)}); {what} and "
+            "nothing was deleted: if the code or config changed since it was written, pass --overwrite or "
+            "another --workdir") from error
+      if not sealed:  # it read back completely: seal it so later damage is caught
+        write_manifest(self.directory / str(candidate))
+        self._verified.add(candidate)
+      return candidate, out
+    raise CheckpointError(f"no intact checkpoint in {self.directory} (damaged steps are in "
+                          f"{self.directory / DAMAGED}): pass --overwrite to start over, or another --workdir")
+
+  def _verify(self, step: int, *, fall_back: bool) -> bool | None:
+    """True: verified against its manifest; False: has none (read unverified); None: damaged, moved aside."""
+    if step in self._verified:
+      return True
+    step_dir = self.directory / str(step)
+    try:
+      problem = check_manifest(step_dir)
+    except FileNotFoundError:
+      warnings.warn(f"checkpoint step {step} in {self.directory} has no {MANIFEST} (its writer was killed "
+                    "before sealing it, or wrote it with an older version): reading it unverified", stacklevel=4)
+      return False
+    if problem is None:
+      self._verified.add(step)
+      return True
+    if not fall_back:
+      raise CheckpointError(f"checkpoint step {step} in {self.directory} is damaged: {problem}")
+    moved = self._move_aside(step_dir)
+    warnings.warn(f"checkpoint step {step} is damaged ({problem}); moved it to {moved} and falling back to "
+                  "the previous step", stacklevel=4)
+    return None
+
+  def _move_aside(self, step_dir: pathlib.Path) -> pathlib.Path:
+    target = self.directory / DAMAGED / step_dir.name
+    n = 1
+    while target.exists():
+      target = self.directory / DAMAGED / f"{step_dir.name}.{n}"
+      n += 1
+    target.parent.mkdir(exist_ok=True)
+    shutil.move(str(step_dir), str(target))
+    self._manager.reload()  # forget the step: the resumed run will write it again
+    return target
