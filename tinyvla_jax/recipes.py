@@ -90,7 +90,10 @@ def seed_recipe(model: ml_collections.ConfigDict, *, preset: str) -> ml_collecti
       ema_power=placeholder(float),  # Diffusion Policy's EMA warmup (0.75); None: a constant ema_decay
       noise_samples=1,  # noised copies of each chunk per observation encoding (training/step.py)
       max_steps=placeholder(int),  # stop early (a checkpoint is saved); resuming continues the same run
-      log_every=10, keep_checkpoints=3, tensorboard=True))
+      log_every=10, keep_checkpoints=3, tensorboard=True,
+      # Mid-epoch checkpoints bound the work a kill loses: every N steps (0: off) and/or every N minutes
+      # (0: off); epoch ends always save. A save of the cpu preset takes well under a second.
+      checkpoint_every_steps=0, checkpoint_every_minutes=5.0))
   # Closed-loop MetaWorld evaluation (needs the `sim` extra), on setups the data never used, with the
   # protocol of `python -m tinyvla_jax.evaluate` (evaluation/protocol.py). `every_epochs=N` evaluates every N
   # epochs during training (success rates in metrics.jsonl / TensorBoard under "eval/"); `at_end` evaluates
@@ -115,7 +118,9 @@ def data_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       random_crop=True, crop_fraction=0.89,
       # Training only: this fraction of examples sees the mean state instead of its own (data/loader.py).
       state_dropout=0.0,
-      val_fraction=0.1, max_text_len=64,
+      # Held-out validation episodes (whole episodes), drawn with split_seed, not train.seed: changing the
+      # training seed must not change which demos are held out.
+      val_fraction=0.1, split_seed=0, max_text_len=64,
       # "byte" (UTF-8 bytes, no files) or "bpe" (the instruction BPE shipped in the package: ~4x shorter
       # prompts, data/instruction_bpe.py); a pretrained.llm folder brings its own tokenizer instead.
       tokenizer="byte",

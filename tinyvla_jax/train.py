@@ -8,7 +8,7 @@ installed (the protocol of `python -m tinyvla_jax.evaluate`; `--config.eval.at_e
 
 from __future__ import annotations
 
-import logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -26,16 +26,17 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the workdir's checkpo
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if _CONFIG.value is None:
+  config = cli.config_value(_CONFIG)
+  if config is None:
     raise app.UsageError("pass --config configs/fixed.py[:PRESET]")
-  workdir = _WORKDIR.value or f"workdirs/{_CONFIG.value.get('preset', 'run')}"
-  logging.getLogger().setLevel(logging.INFO)
-  config = _CONFIG.value
+  workdir = _WORKDIR.value or f"workdirs/{config.get('preset', 'run')}"
   result = loop.train(config, workdir=workdir, overwrite=_OVERWRITE.value)
   for record in result.history:
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
   print(f"workdir: {workdir} (step {int(result.state.step)}, skipped {int(result.state.skipped)})")
-  if config.eval.get("at_end") and not result.stopped_early:
+  if result.signal is not None:  # saved; a scheduler must not take the run for finished
+    sys.exit(128 + result.signal)
+  if config.eval.at_end and not result.stopped_early:
     protocol.evaluate_at_end(config, workdir)
 
 

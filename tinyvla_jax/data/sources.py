@@ -14,7 +14,7 @@ from typing import Callable
 
 from tinyvla_jax.data import synthetic
 from tinyvla_jax.data.episodes import Episode
-from tinyvla_jax.data.normalize import NormStats
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import VLAConfig
 
 # 4 MetaWorld tasks x 20 expert demos, corner2 camera at 72 px (see its card.json and the README).
@@ -24,7 +24,6 @@ SHIPPED_DATASET = os.path.join(os.path.dirname(__file__), "assets", "metaworld_4
 @dataclasses.dataclass
 class LoadedData:
   episodes: list[Episode]
-  stats: NormStats | None = None  # cached statistics of the whole dataset; None: compute from training split
   card: dict | None = None  # what the dataset says about itself (tasks, instructions, cameras, sizes)
   setup_seeds: dict[str, list[int]] | None = None  # setups used by the data, so evaluation can avoid them
 
@@ -42,7 +41,7 @@ def _metaworld(data) -> LoadedData:
                         max_episodes_per_task=data.get("max_episodes_per_task"))
   card = dict(store.card, cameras=_names(data.cameras) or list(store.cameras),
               path=os.path.abspath(store.path))
-  return LoadedData(episodes=episodes, stats=store.stats(), card=card,
+  return LoadedData(episodes=episodes, card=card,
                     setup_seeds={k: sorted(v) for k, v in store.setup_seeds().items()})
 
 
@@ -56,10 +55,10 @@ SOURCES: dict[str, Callable[..., LoadedData]] = {"metaworld": _metaworld, "synth
 
 def load_data(data) -> LoadedData:
   if data.source not in SOURCES:
-    raise ValueError(f"data.source={data.source!r} is not one of {sorted(SOURCES)}")
+    raise UserError(f"data.source={data.source!r} is not one of {sorted(SOURCES)}")
   loaded = SOURCES[data.source](data)
   if not loaded.episodes:
-    raise ValueError(f"data.source={data.source!r} gave no episodes (check data.path / data.tasks)")
+    raise UserError(f"data.source={data.source!r} gave no episodes (check data.path / data.tasks)")
   return loaded
 
 
@@ -71,8 +70,8 @@ def check_matches_model(episodes: list[Episode], model: VLAConfig) -> None:
             ("model.num_cameras", model.num_cameras, ep.images.shape[1])]
   for key, want, got in checks:
     if want != got:
-      raise ValueError(f"the data has {got} where {key}={want}: set --config.{key}={got}")
+      raise UserError(f"the data has {got} where {key}={want}: set --config.{key}={got}")
   size = ep.images.shape[2]
   if size < model.vision.image_size:
-    raise ValueError(f"the data's images are {size} px but model.vision.image_size={model.vision.image_size}: "
+    raise UserError(f"the data's images are {size} px but model.vision.image_size={model.vision.image_size}: "
                      f"collect with --size >= {model.vision.image_size}")

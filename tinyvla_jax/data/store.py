@@ -4,7 +4,7 @@ A dataset is a directory:
 
     PATH/card.json          what is inside: format, version, cameras, image size, tasks with their
                             instructions and counts (episodes kept, expert attempts, successes)
-    PATH/stats.json         normalization statistics of all episodes, cached (recomputed if stale)
+    PATH/stats.json         statistics of all steps, for reading (training computes its own)
     PATH/episodes.zarr/     appendable (written by collection), or
     PATH/episodes.zarr.zip  the same, packed into one read-only file (the shipped dataset)
 
@@ -37,6 +37,7 @@ import numpy as np
 
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.normalize import NormStats
+from tinyvla_jax.errors import DataError, MissingExtraError, MissingFileError, UserError
 
 FORMAT = "tinyvla_jax.episodes"
 VERSION = 1
@@ -49,7 +50,7 @@ def _zarr():
   try:
     import zarr
   except ImportError:
-    raise ImportError("reading episode datasets needs zarr: pip install 'zarr>=3'") from None
+    raise MissingExtraError("reading episode datasets needs zarr: pip install 'zarr>=3'") from None
   return zarr
 
 
@@ -73,7 +74,7 @@ class EpisodeStore:
   def __init__(self, path: str):
     self.path = os.fspath(path)
     if not os.path.isdir(self.path):
-      raise FileNotFoundError(f"no episode dataset at {self.path!r} (data.path): expected a directory with "
+      raise MissingFileError(f"no episode dataset at {self.path!r} (data.path): expected a directory with "
                               f"{CARD} and {ZARR_DIR}/ (make one with scripts/collect_metaworld.py)")
     self.card = read_card(self.path)
     self.root = _open_group(self.path, mode="r")
@@ -103,32 +104,32 @@ class EpisodeStore:
       ends = np.asarray(meta["episode_ends"][:], np.int64)
       meta_values = {k: np.asarray(meta[k][:]) for k in META_KEYS}
     except KeyError as e:
-      raise ValueError(f"{self.path}: the zarr store is missing {e}: not a {FORMAT} dataset, or damaged") from None
+      raise UserError(f"{self.path}: the zarr store is missing {e}: not a {FORMAT} dataset, or damaged") from None
     e = len(ends)
     short = [k for k, v in meta_values.items() if len(v) < e]
     if short:
-      raise ValueError(f"{self.path}: meta/{short[0]} has fewer entries than meta/episode_ends ({e}): damaged dataset")
+      raise UserError(f"{self.path}: meta/{short[0]} has fewer entries than meta/episode_ends ({e}): damaged dataset")
     self.episode_ends = ends
     self.meta = {k: v[:e] for k, v in meta_values.items()}
     starts = np.concatenate([[0], ends[:-1]])
     if e and (np.any(ends - starts <= 0)):
       bad = int(np.argmax(ends - starts <= 0))
-      raise ValueError(f"{self.path}: episode {bad} has no steps (meta/episode_ends not increasing)")
+      raise UserError(f"{self.path}: episode {bad} has no steps (meta/episode_ends not increasing)")
     for k, a in arrays.items():
       if a.shape[0] < self.num_steps:
-        raise ValueError(f"{self.path}: data/{k} has {a.shape[0]} steps but meta/episode_ends says "
+        raise UserError(f"{self.path}: data/{k} has {a.shape[0]} steps but meta/episode_ends says "
                          f"{self.num_steps}: damaged dataset")
     v, h, w = arrays["images"].shape[1:4]
     if v != len(self.cameras) or h != w or h != self.card["image_size"]:
-      raise ValueError(f"{self.path}: data/images is {arrays['images'].shape[1:]} but {CARD} says "
+      raise UserError(f"{self.path}: data/images is {arrays['images'].shape[1:]} but {CARD} says "
                        f"{len(self.cameras)} cameras at {self.card['image_size']} px")
     tasks = list(self.card["tasks"])
     if e and (self.meta["task_index"].min() < 0 or self.meta["task_index"].max() >= len(tasks)):
-      raise ValueError(f"{self.path}: meta/task_index points outside the {len(tasks)} tasks of {CARD}")
+      raise UserError(f"{self.path}: meta/task_index points outside the {len(tasks)} tasks of {CARD}")
     for i in range(e):
       task = tasks[self.meta["task_index"][i]]
       if not 0 <= self.meta["instruction_index"][i] < len(self.card["tasks"][task]["instructions"]):
-        raise ValueError(f"{self.path}: episode {i} ({task}) has an instruction index outside {CARD}")
+        raise UserError(f"{self.path}: episode {i} ({task}) has an instruction index outside {CARD}")
     self.arrays = arrays
 
   def camera_indices(self, cameras: Iterable[str] | None) -> list[int]:
@@ -137,7 +138,7 @@ class EpisodeStore:
     cameras = list(cameras)
     missing = [c for c in cameras if c not in self.cameras]
     if missing:
-      raise ValueError(f"camera {missing[0]!r} (data.cameras) is not in {self.path}, which has "
+      raise UserError(f"camera {missing[0]!r} (data.cameras) is not in {self.path}, which has "
                        f"{', '.join(self.cameras)}")
     return [self.cameras.index(c) for c in cameras]
 
@@ -155,7 +156,7 @@ class EpisodeStore:
       tasks = list(tasks)
       missing = [t for t in tasks if t not in self.task_names]
       if missing:
-        raise ValueError(f"task {missing[0]!r} (data.tasks) is not in {self.path}, which has "
+        raise UserError(f"task {missing[0]!r} (data.tasks) is not in {self.path}, which has "
                          f"{', '.join(self.task_names)}")
     chosen, per_task = [], {}
     for i in range(self.num_episodes):
@@ -169,14 +170,31 @@ class EpisodeStore:
     if not chosen:
       return []
     n = self.num_steps
-    images = np.asarray(self.arrays["images"][:n])
+    images = self.read("images", n)
     if views != list(range(images.shape[1])):
       images = images[:, views]
-    states = np.asarray(self.arrays["states"][:n], np.float32)
-    actions = np.asarray(self.arrays["actions"][:n], np.float32)
+    states = self.read("states", n).astype(np.float32)
+    actions = self.read("actions", n).astype(np.float32)
     return [Episode(images=images[c["start"]:c["end"]], states=states[c["start"]:c["end"]],
                     actions=actions[c["start"]:c["end"]], instruction=c["instruction"], task=c["task"])
             for c in chosen]
+
+  def read(self, name: str, n: int) -> np.ndarray:
+    """The first n steps of data/<name>, one chunk row at a time, so a damaged chunk is named (a single
+    read of everything would fail with the codec's message only, e.g. "Zstd decompression error")."""
+    array = self.arrays[name]
+    out = np.empty((n,) + tuple(array.shape[1:]), array.dtype)
+    rows = array.chunks[0]
+    for i, start in enumerate(range(0, n, rows)):
+      stop = min(start + rows, n)
+      try:
+        out[start:stop] = array[start:stop]
+      except Exception as error:  # noqa: BLE001 - codecs and stores raise many types; all mean "unreadable"
+        chunk = "/".join(["c", str(i)] + ["0"] * (array.ndim - 1))
+        raise DataError(f"{self.path}: data/{name}/{chunk} (steps {start}-{stop - 1}) is unreadable "
+                        f"({type(error).__name__}: {error}): the dataset is damaged; restore it from a copy or "
+                        "collect it again") from None
+    return out
 
   def setup_seeds(self) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {t: set() for t in self.task_names}
@@ -186,21 +204,26 @@ class EpisodeStore:
     return out
 
   def stats(self) -> NormStats:
-    """Statistics of every stored step, cached in stats.json (recomputed if the dataset grew)."""
-    path = os.path.join(self.path, STATS)
-    if os.path.exists(path):
-      with open(path) as f:
-        cached = json.load(f)
-      if cached.get("num_steps") == self.num_steps:
-        return NormStats.from_json(cached)
+    """Statistics of every stored step (states and actions only: a fast read). Written to stats.json for
+    people and other tools to read; never read back as a cache (a cache keyed on size alone went stale
+    when a dataset was rewritten with the same number of steps). Training computes its own from its
+    training episodes (training/loop.py)."""
     n = self.num_steps
-    states = np.asarray(self.arrays["states"][:n], np.float32)
-    actions = np.asarray(self.arrays["actions"][:n], np.float32)
+    states = self.read("states", n).astype(np.float32)
+    actions = self.read("actions", n).astype(np.float32)
     stats = NormStats.compute(actions=actions, states=states)
+    record = dict(stats.to_json(), num_steps=n, **_describe(actions=actions, states=states))
+    path = os.path.join(self.path, STATS)
     try:
-      write_json_atomic(path, dict(stats.to_json(), num_steps=n, **_describe(actions=actions, states=states)))
-    except OSError:  # a read-only install: use them without caching
-      pass
+      with open(path) as f:
+        current = json.load(f)
+    except (OSError, ValueError):
+      current = None
+    if current != json.loads(json.dumps(record)):
+      try:
+        write_json_atomic(path, record)
+      except OSError:  # a read-only install: nothing to describe
+        pass
     return stats
 
 
@@ -218,17 +241,17 @@ def read_card(path: str) -> dict:
     with open(card_path) as f:
       card = json.load(f)
   except FileNotFoundError:
-    raise FileNotFoundError(f"{card_path} is missing: {path!r} is not an episode dataset "
+    raise MissingFileError(f"{card_path} is missing: {path!r} is not an episode dataset "
                             "(make one with scripts/collect_metaworld.py)") from None
   except json.JSONDecodeError as e:
-    raise ValueError(f"{card_path} is not valid JSON ({e})") from None
+    raise UserError(f"{card_path} is not valid JSON ({e})") from None
   if card.get("format") != FORMAT:
-    raise ValueError(f"{card_path}: format is {card.get('format')!r}, expected {FORMAT!r}")
+    raise UserError(f"{card_path}: format is {card.get('format')!r}, expected {FORMAT!r}")
   if card.get("version") != VERSION:
-    raise ValueError(f"{card_path}: version {card.get('version')} is not supported (this code reads {VERSION})")
+    raise UserError(f"{card_path}: version {card.get('version')} is not supported (this code reads {VERSION})")
   for key in ("cameras", "image_size", "tasks", "state_dim", "action_dim"):
     if key not in card:
-      raise ValueError(f"{card_path} has no {key!r} entry")
+      raise UserError(f"{card_path} has no {key!r} entry")
   return card
 
 
@@ -238,7 +261,7 @@ def _open_group(path: str, *, mode: str):
   if mode == "r" and os.path.exists(zip_path) and not os.path.exists(dir_path):
     return zarr.open_group(zarr.storage.ZipStore(zip_path, mode="r"), mode="r")
   if mode == "r" and not os.path.isdir(dir_path):
-    raise FileNotFoundError(f"{path} has {CARD} but neither {ZARR_DIR}/ nor {ZARR_ZIP}")
+    raise MissingFileError(f"{path} has {CARD} but neither {ZARR_DIR}/ nor {ZARR_ZIP}")
   return zarr.open_group(dir_path, mode=mode)
 
 
@@ -257,10 +280,10 @@ class EpisodeWriter:
       want = dict(cameras=list(cameras), image_size=image_size)
       have = dict(cameras=self.card["cameras"], image_size=self.card["image_size"])
       if want != have:
-        raise ValueError(f"{self.path} was collected with {have}, not {want}: use the same --cameras/--size to "
+        raise UserError(f"{self.path} was collected with {have}, not {want}: use the same --cameras/--size to "
                          "resume, or another --out")
       if os.path.exists(os.path.join(self.path, ZARR_ZIP)):
-        raise ValueError(f"{self.path} is packed ({ZARR_ZIP}) and read-only: collect into another --out")
+        raise UserError(f"{self.path} is packed ({ZARR_ZIP}) and read-only: collect into another --out")
       self.root = zarr.open_group(os.path.join(self.path, ZARR_DIR), mode="a")
       self._truncate_uncommitted()
     else:
@@ -301,7 +324,7 @@ class EpisodeWriter:
     entry = self.card["tasks"].setdefault(task, dict(instructions=list(instructions), episodes=0, attempts=0,
                                                      successes=0))
     if entry["instructions"] != list(instructions):
-      raise ValueError(f"{self.path} holds other instructions for {task}: collect into another --out")
+      raise UserError(f"{self.path} holds other instructions for {task}: collect into another --out")
     write_json_atomic(os.path.join(self.path, CARD), self.card)
 
   def task_counts(self, task: str) -> dict:

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import layers
 from tinyvla_jax.models.action_head import ActionHead
 from tinyvla_jax.models.config import VLAConfig
@@ -95,7 +96,7 @@ class UnifiedTinyVLAModel(nn.Module):
     oldest step first, cameras in order within a step."""
     cfg = self.config
     if images.ndim != 5 or images.shape[1] != cfg.num_views or images.shape[-1] != 3:
-      raise ValueError(f"images must be [B, {cfg.num_views}, H, W, 3] uint8 (model.num_cameras="
+      raise UserError(f"images must be [B, {cfg.num_views}, H, W, 3] uint8 (model.num_cameras="
                        f"{cfg.num_cameras} x model.obs_steps={cfg.obs_steps} views), got {images.shape}")
     b, v = images.shape[:2]
     flat = images.reshape((b * v,) + images.shape[2:])
@@ -111,7 +112,7 @@ class UnifiedTinyVLAModel(nn.Module):
 
   def _encode(self, images, tokens, token_mask):
     if tokens.ndim != 2 or token_mask.shape != tokens.shape or tokens.shape[0] != images.shape[0]:
-      raise ValueError(f"tokens and token_mask must both be [B={images.shape[0]}, L]; "
+      raise UserError(f"tokens and token_mask must both be [B={images.shape[0]}, L]; "
                        f"got {tokens.shape} and {token_mask.shape}")
     image_embeds = self.encode_images(images)
     text_embeds = self.language.embed(tokens)
@@ -150,5 +151,9 @@ def example_inputs(config: VLAConfig, *, batch: int = 1, text_len: int = 32, ima
 
 
 def init_params(model: UnifiedTinyVLAModel, rng: jax.Array, **kwargs) -> dict:
-  """Initializes the model's parameters from example inputs (`example_inputs` kwargs pass through)."""
-  return model.init(rng, **example_inputs(model.config, **kwargs))["params"]
+  """Initializes the model's parameters from example inputs (`example_inputs` kwargs pass through).
+
+  Jitted: run eagerly, every initializer op compiles on its own (~400 tiny programs, ~15 s of a CPU
+  start-up); as one program it compiles once and the persistent compilation cache keeps it."""
+  inputs = example_inputs(model.config, **kwargs)
+  return jax.jit(lambda key: model.init(key, **inputs)["params"])(rng)

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import time
 from typing import Any, NamedTuple
 
@@ -24,20 +23,28 @@ from tinyvla_jax.data import sources
 from tinyvla_jax.data.episodes import split_episodes
 from tinyvla_jax.data.loader import ChunkLoader, compute_stats
 from tinyvla_jax.data.normalize import NormStats
+from tinyvla_jax.data.store import write_json_atomic
 from tinyvla_jax.data.tokenizer import make_tokenizer
 from tinyvla_jax.diffusion.schedule import make_schedule
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
 from tinyvla_jax.pretrained import backbones
 from tinyvla_jax.training.checkpoints import Checkpointer
+from tinyvla_jax.training.config_checks import check_run_config
 from tinyvla_jax.training.metrics import MetricsWriter
 from tinyvla_jax.training.optimizer import make_optimizer
+from tinyvla_jax.training.signals import StopSignal
 from tinyvla_jax.training.state import TrainState, create_train_state
 from tinyvla_jax.training import validation
 from tinyvla_jax.training.step import make_train_step
+from tinyvla_jax.training.workdir import WorkdirLock
+
+log = logging.getLogger(__name__)
 
 # Keys that may change between a run and its resumption: they set how long/how loud it runs.
-RESUMABLE_KEYS = ("train.max_steps", "train.log_every")
+RESUMABLE_KEYS = ("train.max_steps", "train.log_every", "train.checkpoint_every_steps",
+                  "train.checkpoint_every_minutes")
 
 
 @dataclasses.dataclass
@@ -45,10 +52,11 @@ class RunResult:
   state: TrainState
   history: list[dict[str, Any]]  # per-epoch records (train loss mean, val loss, skipped, seconds)
   stopped_early: bool  # by a signal or train.max_steps
+  signal: int | None = None  # the signal that stopped it (after saving), if any
 
 
-class NonFiniteTrainingError(RuntimeError):
-  pass
+class NonFiniteTrainingError(UserError):
+  """Too many consecutive batches were skipped: the run diverged or its inputs are broken."""
 
 
 # --- phases -------------------------------------------------------------------------------------
@@ -68,7 +76,7 @@ def crop_window(image_size: int, crop_fraction: float) -> int | None:
   """The side of the crop window for `data.crop_fraction` of stored `image_size` (None: no crop).
   The model resizes the window to model.vision.image_size (72 px stored x 0.89 = 64 = the cpu preset)."""
   if not 0 < crop_fraction <= 1:
-    raise ValueError(f"data.crop_fraction={crop_fraction} must be in (0, 1]")
+    raise UserError(f"data.crop_fraction={crop_fraction} must be in (0, 1]")
   window = int(round(crop_fraction * image_size))
   return None if window >= image_size else max(window, 1)
 
@@ -77,20 +85,20 @@ def load_data(config, model_cfg: VLAConfig, *, shard_index: int = 0, num_shards:
   loaded = sources.load_data(config.data)
   episodes = loaded.episodes
   sources.check_matches_model(episodes, model_cfg)
-  train_eps, val_eps = split_episodes(episodes, val_fraction=config.data.val_fraction, seed=config.train.seed)
-  # A dataset's cached statistics cover all its episodes (as Diffusion Policy's normalizer and Octo's
-  # dataset statistics); procedural data has none, so its training split is measured.
-  stats = loaded.stats or compute_stats(train_eps)
+  train_eps, val_eps = split_episodes(episodes, val_fraction=config.data.val_fraction, seed=config.data.split_seed)
+  # The training episodes of the selected tasks only: validation episodes and tasks left out by
+  # data.tasks must not shape the normalization (one pass over arrays already in memory).
+  stats = compute_stats(train_eps)
   tokenizer = make_tokenizer(config)  # the pretrained LLM's tokenizer.json, else bytes
   if tokenizer.image_token_id != model_cfg.image_token_id:
-    raise ValueError(f"model.image_token_id={model_cfg.image_token_id} but the tokenizer's image placeholder is "
+    raise UserError(f"model.image_token_id={model_cfg.image_token_id} but the tokenizer's image placeholder is "
                      f"{tokenizer.image_token_id}: leave model.image_token_id to the preset / pretrained.llm")
-  crop = crop_window(episodes[0].images.shape[2], config.data.get("crop_fraction", 1.0))
+  crop = crop_window(episodes[0].images.shape[2], config.data.crop_fraction)
   common = dict(tokenizer=tokenizer, stats=stats, horizon=model_cfg.head.horizon,
                 max_text_len=config.data.max_text_len, crop_size=crop, obs_steps=model_cfg.obs_steps)
   train_loader = ChunkLoader(train_eps, batch_size=config.train.batch_size, seed=config.train.seed,
-                             augment=bool(config.data.get("random_crop", False)),
-                             state_dropout=float(config.data.get("state_dropout", 0.0)), shard_index=shard_index,
+                             augment=bool(config.data.random_crop),
+                             state_dropout=float(config.data.state_dropout), shard_index=shard_index,
                              num_shards=num_shards, **common)
   val_loader = None
   if val_eps:
@@ -148,41 +156,29 @@ def prepare_workdir(workdir: str, config, *, overwrite: bool) -> Checkpointer:
     diffs = config_differences(stored, config_json(config))
     if diffs:
       checkpointer.close()
-      raise ValueError(f"{workdir} holds a run with another config ({'; '.join(diffs[:5])}"
+      raise UserError(f"{workdir} holds a run with another config ({'; '.join(diffs[:5])}"
                        f"{' ...' if len(diffs) > 5 else ''}): pass --overwrite to start over, or another --workdir")
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config_json(config), f, indent=2)
+  write_json_atomic(os.path.join(workdir, "config.json"), config_json(config))
   return checkpointer
-
-
-class _StopSignal:
-  """SIGTERM/SIGINT set a flag; the loop saves a checkpoint after the current step and exits."""
-
-  def __init__(self):
-    self.received = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: leave signals alone
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    self.received = signal.Signals(signum).name
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 # --- the run ------------------------------------------------------------------------------------
 
 def train(config, *, workdir: str, overwrite: bool = False, progress: bool = True) -> RunResult:
-  # Model sizes from the pretrained folders' config.json; the checkpoint stores this resolved config.
-  config = backbones.resolve_config(config)
+  """Start-up runs the checks that need no data first (config numbers, workdir lock and writability, a
+  config mismatch with the stored run), so a bad input is one line within seconds, not after loading
+  and compiling. A signal during start-up ends it at once (training/signals.py)."""
+  with StopSignal() as stop:
+    # Model sizes from the pretrained folders' config.json; the checkpoint stores this resolved config.
+    config = backbones.resolve_config(config)
+    check_run_config(config)
+    with WorkdirLock(workdir):
+      checkpointer = prepare_workdir(workdir, config, overwrite=overwrite)
+      with checkpointer:
+        return _run(config, workdir, checkpointer, stop, progress=progress)
+
+
+def _run(config, workdir: str, checkpointer: Checkpointer, stop: StopSignal, *, progress: bool) -> RunResult:
   model_cfg = model_config(config)
   # Each host loads its slice of every global batch (one host: all of it).
   data = load_data(config, model_cfg, shard_index=jax.process_index(), num_shards=jax.process_count())
@@ -190,86 +186,119 @@ def train(config, *, workdir: str, overwrite: bool = False, progress: bool = Tru
   steps_per_epoch = train_loader.steps_per_epoch
   total_steps = config.train.epochs * steps_per_epoch
   model = UnifiedTinyVLAModel(model_cfg)
-  state, tx, lr_schedule = build_state(config, model, total_steps=total_steps,
-                                       pretrained=overwrite or not Checkpointer.exists(workdir))
+  resuming = checkpointer.latest_step() is not None
+  state, tx, lr_schedule = build_state(config, model, total_steps=total_steps, pretrained=not resuming)
   noise_schedule = make_schedule(num_train_steps=config.diffusion.num_train_steps,
                                  beta_schedule=config.diffusion.beta_schedule)
 
-  checkpointer = prepare_workdir(workdir, config, overwrite=overwrite)
-  if checkpointer.latest_step() is not None:
+  metrics_offset, epoch_losses = 0, []  # a fresh run: rows of a run killed before its first save go
+  if resuming:
     restored = checkpointer.restore(train_state_target=jax.eval_shape(lambda: state))
     state = restored.train_state
-    logging.info("resumed from step %d", restored.step)
+    log.info("resumed from step %d", restored.step)
     stored_stats = NormStats.from_json(restored.assets["norm_stats"])
     if not np.allclose(stored_stats.action_min, stats.action_min):
-      raise ValueError(f"the data under data.* changed since {workdir} was written; use --overwrite")
+      raise UserError(f"the data under data.* changed since {workdir} was written; use --overwrite")
     if "data_iterator" in restored.assets:
       train_loader.check_iterator_state(restored.assets["data_iterator"], int(state.batches_seen))
+    metrics_offset = restored.assets.get("metrics_offset")  # None: written before metrics were tracked
+    epoch_losses = restored.assets.get("epoch_losses", [])
 
   step_fn = jax.jit(make_train_step(
       apply_fn=model.apply, tx=tx, lr_schedule=lr_schedule, noise_schedule=noise_schedule,
-      ema_decay=config.train.ema_decay, ema_power=config.train.get("ema_power"),
+      ema_decay=config.train.ema_decay, ema_power=config.train.ema_power,
       loss_scale_threshold=config.train.loss_scale_threshold, loss_scale_factor=config.train.loss_scale_factor,
-      skip_nonfinite=config.train.skip_nonfinite, noise_samples=config.train.get("noise_samples", 1)),
+      skip_nonfinite=config.train.skip_nonfinite, noise_samples=config.train.noise_samples),
       donate_argnums=0)
   validation_fn = jax.jit(validation.make_validation_step(apply_fn=model.apply, noise_schedule=noise_schedule))
-  writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard)
+  seen = int(state.batches_seen)
+  # Exactly once: rows past what the checkpoint recorded (steps after it, before a kill) are cut, and
+  # TensorBoard drops its events past the resumed step.
+  writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard, truncate_to=metrics_offset,
+                         purge_step=seen + 1 if resuming else None)
   assets = {"norm_stats": stats.to_json(), "tokenizer": train_loader.tokenizer.to_asset(), "data": data.info}
+  closed_loop = _ClosedLoopEval(config, model, data, workdir, writer, tokenizer=train_loader.tokenizer)
+  max_steps = min(config.train.max_steps or total_steps, total_steps)
+  history = []
+  bar = tqdm(total=max_steps, initial=min(seen, max_steps), disable=not progress, desc="train", unit="step",
+             dynamic_ncols=True)
+  flusher = _Flusher(writer, bar, config)
+  if seen % steps_per_epoch:  # resumed mid-epoch: the epoch's mean loss covers the part before the kill too
+    flusher.epoch_losses = list(epoch_losses)
+  interval = _CheckpointInterval(config.train.checkpoint_every_steps, config.train.checkpoint_every_minutes, seen)
 
   def save(step: int, val_loss: float | None, force: bool = False):
-    assets["data_iterator"] = train_loader.iterator_state(int(state.batches_seen))
+    assets.update(data_iterator=train_loader.iterator_state(int(state.batches_seen)),
+                  metrics_offset=writer.offset(), epoch_losses=list(flusher.epoch_losses))
     checkpointer.save(step, train_state=state, params=state.inference_params, assets=assets,
                       config=config_json(config), metrics=None if val_loss is None else {"val_loss": val_loss},
                       force=force)
+    interval.saved(seen)
 
-  closed_loop = _ClosedLoopEval(config, model, data, workdir, writer, tokenizer=train_loader.tokenizer)
-  max_steps = min(config.train.max_steps or total_steps, total_steps)
-  seen = int(state.batches_seen)
-  history, stopped = [], False
-  bar = tqdm(total=max_steps, initial=min(seen, max_steps), disable=not progress, desc="train", unit="step",
-             dynamic_ncols=True)
-  log = _Flusher(writer, bar, config)
+  stop.training()
   try:
-    with _StopSignal() as stop:
-      for epoch in range(seen // steps_per_epoch, config.train.epochs):
-        if seen >= max_steps:
-          break
-        t0 = time.perf_counter()
-        log.epoch_losses = []
-        for batch in train_loader.batches(epoch, start=seen - epoch * steps_per_epoch):
-          state, metrics = step_fn(state, batch)
-          seen += 1
-          log.pending.append(metrics)
-          if len(log.pending) >= config.train.log_every:
-            log.flush(seen, epoch)
-          if stop.received or seen >= max_steps:
-            break
-        log.flush(seen, epoch)
-        epoch_done = seen % steps_per_epoch == 0
-        if epoch_done:
-          seconds = time.perf_counter() - t0
-          val = validation.validate(validation_fn, state.inference_params, val_loader, seed=config.train.seed)
-          val_loss = val.get("val_loss")
-          record = dict(epoch=epoch + 1, train_loss=float(np.mean(log.epoch_losses)) if log.epoch_losses else None,
-                        **val, skipped=int(state.skipped), seconds=seconds)
-          history.append(record)
-          writer.write(int(state.step), {k: v for k, v in record.items() if v is not None}, prefix="epoch")
-          save(int(state.step), val_loss)
-          if closed_loop.due(epoch + 1):
-            closed_loop.run(state.inference_params, epoch=epoch + 1, step=int(state.step))
+    for epoch in range(seen // steps_per_epoch, config.train.epochs):
+      if seen >= max_steps:
+        break
+      t0 = time.perf_counter()
+      if seen % steps_per_epoch == 0:
+        flusher.epoch_losses = []
+      for batch in train_loader.batches(epoch, start=seen - epoch * steps_per_epoch):
+        state, metrics = step_fn(state, batch)
+        seen += 1
+        flusher.pending.append(metrics)
+        if len(flusher.pending) >= config.train.log_every:
+          flusher.flush(seen, epoch)
+          checkpointer.check_for_errors()  # a failed background save stops the run now, not an epoch later
         if stop.received or seen >= max_steps:
-          if not epoch_done:
-            save(int(state.step), None, force=True)
-          stopped = seen < total_steps
-          if stop.received:
-            logging.warning("received %s: saved step %d to %s", stop.received, int(state.step), workdir)
           break
+        if seen % steps_per_epoch and interval.due(seen):
+          flusher.flush(seen, epoch)
+          save(int(state.step), None)
+      flusher.flush(seen, epoch)
+      epoch_done = seen % steps_per_epoch == 0
+      if epoch_done:
+        seconds = time.perf_counter() - t0
+        val = validation.validate(validation_fn, state.inference_params, val_loader, seed=config.train.seed)
+        val_loss = val.get("val_loss")
+        if val_loss is not None and not np.isfinite(val_loss):
+          log.warning("epoch %d: the validation loss is %s (training loss %s)", epoch + 1, val_loss,
+                      np.mean(flusher.epoch_losses) if flusher.epoch_losses else None)
+        record = dict(epoch=epoch + 1, train_loss=float(np.mean(flusher.epoch_losses)) if flusher.epoch_losses
+                      else None, **val, skipped=int(state.skipped), seconds=seconds)
+        history.append(record)
+        writer.write(int(state.step), {k: v for k, v in record.items() if v is not None}, prefix="epoch")
+        if closed_loop.due(epoch + 1):  # before the save: its rows are then part of what the checkpoint covers
+          closed_loop.run(state.inference_params, epoch=epoch + 1, step=int(state.step))
+        save(int(state.step), val_loss)
+      if stop.received or seen >= max_steps:
+        if not epoch_done:
+          save(int(state.step), None, force=True)
+        if stop.received:
+          checkpointer.wait()  # the save must land before the process reports that it did
+          log.warning("received %s: saved step %d to %s; re-run the same command to resume", stop.received,
+                      int(state.step), workdir)
+        break
+    checkpointer.wait()
   finally:
     bar.close()
-    checkpointer.wait()
-    checkpointer.close()
     writer.close()
-  return RunResult(state=state, history=history, stopped_early=stopped)
+  return RunResult(state=state, history=history, stopped_early=seen < total_steps, signal=stop.signum)
+
+
+class _CheckpointInterval:
+  """`train.checkpoint_every_steps` / `train.checkpoint_every_minutes` (0 = off): when a mid-epoch save is due."""
+
+  def __init__(self, every_steps: int, every_minutes: float, seen: int):
+    self.every_steps, self.every_seconds = int(every_steps), 60.0 * float(every_minutes)
+    self.saved(seen)
+
+  def saved(self, seen: int) -> None:
+    self._seen, self._time = seen, time.monotonic()
+
+  def due(self, seen: int) -> bool:
+    return bool((self.every_steps and seen - self._seen >= self.every_steps) or
+                (self.every_seconds and time.monotonic() - self._time >= self.every_seconds))
 
 
 class _ClosedLoopEval:
@@ -304,7 +333,7 @@ class _ClosedLoopEval:
     values = {f"success/{t}": r["success_rate"] for t, r in summary["tasks"].items()}
     values["success/mean"] = summary["mean_success_rate"]
     self.writer.write(step, values, prefix="eval")
-    logging.info("epoch %d closed-loop success %.2f", epoch, summary["mean_success_rate"])
+    log.info("epoch %d closed-loop success %.2f", epoch, summary["mean_success_rate"])
     return summary
 
 
@@ -330,10 +359,16 @@ class _Flusher:
     last = records[-1]
     bad = int(last["consecutive_skipped"])
     if bad > self.config.train.max_consecutive_skips:
+      loss, grad_norm = float(last["loss"]), float(last["grad_norm"])
+      if np.isfinite(loss) and np.isfinite(grad_norm):
+        cause = ("the loss and gradient were finite but the update or the new parameters were not: check "
+                 "optim.learning_rate, optim.eps and optim.weight_decay")
+      else:
+        cause = (f"last loss {loss}, grad norm {grad_norm}: check the data (data.path, its normalization "
+                 "statistics) and optim.learning_rate")
       raise NonFiniteTrainingError(
-          f"{bad} consecutive batches had a non-finite loss or gradient (batches {seen - bad + 1}-{seen}, "
-          f"epoch {epoch + 1}); last loss {float(last['loss'])}, grad norm {float(last['grad_norm'])}. Check the "
-          "data and optim.learning_rate, or raise train.max_consecutive_skips")
+          f"{bad} consecutive batches were skipped as non-finite (batches {seen - bad + 1}-{seen}, epoch "
+          f"{epoch + 1}); {cause}; or raise train.max_consecutive_skips")
     now = time.perf_counter()
     rate = self.config.train.batch_size * len(records) / max(now - self._clock, 1e-9)
     self._clock = now

@@ -1,8 +1,15 @@
-"""Where a run's numbers go: a JSONL file and TensorBoard event files in the workdir."""
+"""Where a run's numbers go: a JSONL file and TensorBoard event files in the workdir.
+
+Exactly once across kills: every checkpoint records `offset()`, the file's length when it was taken, and
+a resumed run opens the writer with `truncate_to=` that length, so rows written after the checkpoint
+(steps the resumed run does again) are cut before they are written a second time; TensorBoard's
+`purge_step` does the same for the event files.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any
@@ -21,14 +28,30 @@ def _plain(v: Any):
 class MetricsWriter:
   """Appends one JSON object per record to `<workdir>/metrics.jsonl` and mirrors scalars to TensorBoard."""
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, truncate_to: int | None = 0,
+               purge_step: int | None = None):
+    """`truncate_to`: cut metrics.jsonl to this many bytes first (0: a fresh run; None: keep all rows)."""
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
+    if truncate_to is not None and os.path.exists(self.path):
+      size = os.path.getsize(self.path)
+      if size < truncate_to:
+        logging.getLogger(__name__).warning(
+            "%s has %d bytes, fewer than the %d its checkpoint recorded: rows before the resumed step are "
+            "missing", self.path, size, truncate_to)
+      elif size > truncate_to:
+        with open(self.path, "r+b") as f:
+          f.truncate(truncate_to)
     self._file = open(self.path, "a", buffering=1)
     self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # imported lazily: only the writer needs it
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge_step)
+
+  def offset(self) -> int:
+    """Bytes written so far (flushed): what a checkpoint records to make a resume exactly-once."""
+    self._file.flush()
+    return self._file.tell()
 
   def write(self, step: int, metrics: dict[str, Any], *, prefix: str = "train") -> None:
     record = {"step": int(step), "split": prefix, **{k: _plain(v) for k, v in metrics.items()}}

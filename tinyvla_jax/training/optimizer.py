@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import optax
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import FinetuneConfig
 from tinyvla_jax.models.lora import is_adapter
 
@@ -29,11 +30,11 @@ def learning_rate_schedule(optim: Any, *, total_steps: int) -> optax.Schedule:
   """Linear warmup (optional) then cosine decay to 0 over the run, or a constant rate."""
   lr, warmup = optim.learning_rate, int(optim.warmup_steps)
   if optim.schedule not in SCHEDULES:
-    raise ValueError(f"optim.schedule={optim.schedule!r} must be one of {SCHEDULES}")
+    raise UserError(f"optim.schedule={optim.schedule!r} must be one of {SCHEDULES}")
   if optim.schedule == "constant":
     return optax.constant_schedule(lr)
   if total_steps < 1 or warmup >= total_steps:
-    raise ValueError(f"optim.warmup_steps={warmup} must be smaller than the run's {total_steps} steps")
+    raise UserError(f"optim.warmup_steps={warmup} must be smaller than the run's {total_steps} steps")
   if warmup == 0:
     return optax.cosine_decay_schedule(lr, decay_steps=total_steps)
   return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=warmup, decay_steps=total_steps)
@@ -45,7 +46,7 @@ def _path_names(path) -> tuple[str, ...]:
 
 def decay_mask(params, mode: str):
   if mode not in DECAY_MODES:
-    raise ValueError(f"optim.decay={mode!r} must be one of {DECAY_MODES}")
+    raise UserError(f"optim.decay={mode!r} must be one of {DECAY_MODES}")
   if mode == "all":
     return jax.tree.map(lambda _: True, params)
   return jax.tree_util.tree_map_with_path(
@@ -56,7 +57,7 @@ def trainable_labels(params, frozen: tuple[str, ...], finetune: FinetuneConfig |
   """{component: tree of "train" / "frozen"} for `optim.frozen` and the backbones' `model.finetune` modes."""
   unknown = set(frozen) - set(params)
   if unknown:
-    raise ValueError(f"optim.frozen names {sorted(unknown)}, which are not model components; "
+    raise UserError(f"optim.frozen names {sorted(unknown)}, which are not model components; "
                      f"choose from {sorted(params)}")
   finetune = finetune or FinetuneConfig()
 

@@ -4,9 +4,11 @@
 (with `donate_argnums=0`, and in/out shardings when running on a mesh), so the same function serves
 one device and many.
 
-Non-finite masking. If the loss or the gradient norm is not finite, the update branch of a
-`lax.cond` is not taken: params, EMA, optimizer moments and counts (hence the learning-rate
-schedule) stay bit-identical, `skipped` and `consecutive_skipped` go up. optax.apply_if_finite is not
+Non-finite masking. If the loss, the gradient norm, the update's norm or the new parameters' norm is
+not finite, the update branch of a `lax.cond` is not taken: params, EMA, optimizer moments and counts
+(hence the learning-rate schedule) stay bit-identical, `skipped` and `consecutive_skipped` go up. (A
+finite gradient can still give a non-finite update: a NaN learning rate, an eps of 0 with a zero second
+moment, an overflowing step; checking the update too keeps those out of the parameters.) optax.apply_if_finite is not
 used on purpose: it ignores the loss, lets our own counters/EMA advance, and applies the NaN update
 after N consecutive bad steps (its documented behaviour). The host stops the run when `consecutive_skipped` grows
 past a limit (training/loop.py).
@@ -22,6 +24,7 @@ import optax
 
 from tinyvla_jax.diffusion.loss import epsilon_mse
 from tinyvla_jax.diffusion.schedule import NoiseSchedule, q_sample
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.training import ema as ema_lib
 from tinyvla_jax.training.state import TrainState
 
@@ -46,7 +49,7 @@ def diffusion_loss(apply_fn: Callable, params, batch: Batch, rng: jax.Array, sch
                      state=batch["state"])
   mask = batch["action_mask"]
   if noise_samples < 1:
-    raise ValueError(f"train.noise_samples={noise_samples} must be >= 1")
+    raise UserError(f"train.noise_samples={noise_samples} must be >= 1")
   if noise_samples > 1:
     condition = apply_fn({"params": params}, **observation, rngs=rngs, method="condition")
     tile = lambda x: jnp.tile(x, (noise_samples,) + (1,) * (x.ndim - 1))  # [K*B, ...], sample-major
@@ -83,28 +86,31 @@ def make_train_step(*, apply_fn: Callable, tx: optax.GradientTransformation, lr_
     rng = jax.random.fold_in(state.rng, state.batches_seen)
     (scaled, loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params, batch, rng)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(scaled) & jnp.isfinite(grad_norm)
+    # The update is computed outside the cond so its finiteness can decide the cond; it is the same
+    # work the update branch would do (XLA keeps one copy).
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    update_norm = optax.tree.norm(updates)
+    finite = (jnp.isfinite(scaled) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+              & jnp.isfinite(optax.tree.norm(params)))
     if not skip_nonfinite:
       finite = jnp.array(True)
 
     def apply_update(state):
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
       ema = state.ema_params
       if ema is not None:
         ema = ema_lib.update(ema, params, ema_lib.ema_decay(state.step, max_decay=ema_decay, power=ema_power))
-      new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
-                          consecutive_skipped=jnp.zeros_like(state.consecutive_skipped))
-      return new, optax.tree.norm(updates)
+      return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
+                           consecutive_skipped=jnp.zeros_like(state.consecutive_skipped))
 
     def skip(state):
-      new = state.replace(skipped=state.skipped + 1, consecutive_skipped=state.consecutive_skipped + 1)
-      return new, jnp.zeros((), jnp.float32)
+      return state.replace(skipped=state.skipped + 1, consecutive_skipped=state.consecutive_skipped + 1)
 
     lr = lr_schedule(state.step)
-    new_state, update_norm = jax.lax.cond(finite, apply_update, skip, state)
+    new_state = jax.lax.cond(finite, apply_update, skip, state)
     metrics = dict(loss=loss, scaled_loss=scaled, grad_norm=grad_norm, learning_rate=jnp.asarray(lr, jnp.float32),
-                   update_norm=update_norm, finite=finite, skipped=new_state.skipped,
+                   update_norm=update_norm,  # of the update computed, also when it was skipped
+                   finite=finite, skipped=new_state.skipped,
                    consecutive_skipped=new_state.consecutive_skipped)
     return new_state, metrics
 

@@ -1,0 +1,73 @@
+"""One run per workdir: an exclusive OS lock, taken before anything is loaded or compiled.
+
+`fcntl.flock` on `<workdir>/.lock`: the kernel releases it when its holder exits in any way (also
+`kill -9`), so a stale lock cannot block the next run, while a live one refuses a second run (a requeued
+job, a second terminal) before it writes anything. The file records who holds it (pid, host, start
+time) for the message. Readers (evaluate, export) take no lock. Note: flock is per host; on a network
+file system shared by several machines it may not exclude a run on another host.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+
+from tinyvla_jax.errors import UserError, WorkdirBusyError
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirLock:
+  """`with WorkdirLock(workdir):` creates the workdir, proves it writable and holds its lock."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._fd = None
+
+  def __enter__(self) -> WorkdirLock:
+    try:
+      os.makedirs(self.workdir, exist_ok=True)
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+      raise UserError(f"cannot write to --workdir {self.workdir} ({error.strerror}): pass a directory you can "
+                      "write to") from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      holder = _read_holder(fd)
+      os.close(fd)
+      if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise WorkdirBusyError(f"--workdir {self.workdir} is in use by another run ({holder}): wait for it to "
+                               "finish, stop it, or pass another --workdir") from None
+      raise UserError(f"cannot lock --workdir {self.workdir} ({error.strerror})") from None
+    self._fd = fd
+    record = dict(pid=os.getpid(), host=socket.gethostname(),
+                  started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+    try:  # a workdir that cannot take these few bytes cannot take a checkpoint either
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+      os.fsync(fd)
+    except OSError as error:
+      self.__exit__()
+      raise UserError(f"cannot write to --workdir {self.workdir} ({error.strerror}): free space or pass "
+                      "another directory") from None
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._fd is not None:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+  try:
+    record = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    return f"pid {record['pid']} on {record['host']}, started {record['started']}"
+  except (OSError, ValueError, KeyError):
+    return "holder unknown"
