@@ -8,6 +8,8 @@ build the same train step again -- e.g. a resumed run -- then reuse the compiled
 import os
 import tempfile
 
+os.environ.setdefault("MUJOCO_GL", "osmesa")  # headless rendering, before anything imports MuJoCo
+
 import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -41,6 +41,9 @@ def test_train_writes_metrics_checkpoints_and_resumes_exactly(tmp_path):
   chex.assert_trees_all_equal(jax.device_get(second.state.opt_state), jax.device_get(straight.state.opt_state))
   losses = lambda d: [m["loss"] for m in read_metrics(str(tmp_path / d)) if m["split"] == "train"]
   assert losses("resumed") == losses("straight")
+  # Epoch 2 was cut in two by the stop: its mean covers both parts (carried in the checkpoint).
+  epoch_means = lambda d: [m["train_loss"] for m in read_metrics(str(tmp_path / d)) if m["split"] == "epoch"]
+  assert epoch_means("resumed") == epoch_means("straight")
 
   # Workdir contents: metrics, per-epoch validation, the config, checkpoints with stats.
   epochs = [m for m in read_metrics(str(tmp_path / "straight")) if m["split"] == "epoch"]

@@ -122,6 +122,28 @@ def test_nonfinite_batch_leaves_everything_bit_identical(bad):
   assert not np.array_equal(np.asarray(final.params["w"]["kernel"]), np.asarray(after.params["w"]["kernel"]))
 
 
+@pytest.mark.parametrize("bad", ["nan_learning_rate", "overflowing_update"])
+def test_a_nonfinite_update_from_finite_gradients_is_skipped(bad):
+  """The loss and gradient are fine, the update is not: a NaN learning rate (config checks refuse it at
+  start; this is the step's own guard) or an update that overflows."""
+  import optax
+  model = LinearDenoiser()
+  _, state, _ = setup(ema_decay=0.9)
+  lr = (lambda count: jnp.float32(jnp.nan)) if bad == "nan_learning_rate" else (lambda count: jnp.float32(3e38))
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0))
+  state = create_train_state(params=state.params, tx=tx, rng=jax.random.key(1), use_ema=True)
+  step = jax.jit(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=SCHEDULE, ema_decay=0.9))
+  before = jax.device_get(state)
+  after, m = step(state, make_batch(0))
+  after = jax.device_get(after)
+  assert not bool(m["finite"]) and int(after.skipped) == 1 and int(after.step) == 0
+  # A step of 3e38 per parameter is finite element by element, but its norm (and the new parameters') is not.
+  assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"])) and not np.isfinite(float(m["update_norm"]))
+  chex.assert_trees_all_equal(after.params, before.params)
+  chex.assert_trees_all_equal(after.opt_state, before.opt_state)
+  chex.assert_trees_all_equal(after.ema_params, before.ema_params)
+
+
 def test_step_compiles_once():
   _, state, step = setup()
   traced = chex.assert_max_traces(step, n=1)

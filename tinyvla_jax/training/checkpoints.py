@@ -196,11 +196,14 @@ class Checkpointer:
     self._finish(None)
 
   def check_for_errors(self) -> None:
-    """Raises CheckpointError now if a background save has already failed (cheap: no waiting)."""
+    """Raises CheckpointError now if a background save has already failed, and seals a save that has
+    landed (cheap: never waits; a run calls it every few steps)."""
     try:
       self._manager.check_for_errors()
     except Exception as error:  # noqa: BLE001
       raise self._save_failure(self._unsealed[-1] if self._unsealed else None, error) from error
+    if self._unsealed and not self._manager.is_saving_in_progress():
+      self._finish(None)
 
   def _finish(self, next_step: int | None) -> None:
     try:
@@ -296,8 +299,11 @@ class Checkpointer:
             "nothing was deleted: if the code or config changed since it was written, pass --overwrite or "
             "another --workdir") from error
       if not sealed:  # it read back completely: seal it so later damage is caught
-        write_manifest(self.directory / str(candidate))
-        self._verified.add(candidate)
+        try:
+          write_manifest(self.directory / str(candidate))
+          self._verified.add(candidate)
+        except OSError:  # a reader without write access (evaluate on a read-only copy): leave it
+          pass
       return candidate, out
     raise CheckpointError(f"no intact checkpoint in {self.directory} (damaged steps are in "
                           f"{self.directory / DAMAGED}): pass --overwrite to start over, or another --workdir")
