@@ -75,6 +75,38 @@ def quiet_logs() -> None:
     ours.setLevel(logging.INFO)
 
 
+def _drop_late_io_callbacks() -> None:
+  """After a failed checkpoint write, tensorstore still completes the other writes of that save and calls
+  back into Orbax's already-closed asyncio loop: each callback prints a "RuntimeError: Event loop is
+  closed" traceback (through sys.unraisablehook) and asyncio logs "exception was never retrieved" for each
+  abandoned write: hundreds of lines after the one line that reports the failure. Both are dropped;
+  TINYVLA_TRACEBACK=1 keeps them."""
+  import logging
+  import os
+
+  if os.environ.get("TINYVLA_TRACEBACK"):
+    return
+  previous = sys.unraisablehook
+
+  def unraisablehook(unraisable):
+    tb, frames = unraisable.exc_traceback, []
+    while tb is not None:
+      frames.append(tb.tb_frame.f_code.co_name)
+      tb = tb.tb_next
+    if (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+        and "call_soon_threadsafe" in frames):
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = unraisablehook
+
+  class _NeverRetrieved(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+      return "exception was never retrieved" not in record.getMessage()
+
+  logging.getLogger("asyncio").addFilter(_NeverRetrieved())
+
+
 def run(main) -> None:
   """absl's app.run with one-line errors: bad flags and every `errors.UserError` (bad input, a missing
   file or extra, a damaged dataset or checkpoint, a busy workdir, an interrupted start-up) end the
@@ -85,17 +117,23 @@ def run(main) -> None:
 
   from absl import app
 
-  from tinyvla_jax.errors import UserError
+  from tinyvla_jax.errors import CheckpointError, UserError
 
   def guarded(argv):
     try:
       quiet_logs()
+      _drop_late_io_callbacks()
       enable_compilation_cache(_COMPILATION_CACHE.value)
       return main(argv)
     except UserError as error:
       if os.environ.get("TINYVLA_TRACEBACK"):
         raise
       print(f"error: {error}", file=sys.stderr, flush=True)
+      if isinstance(error, CheckpointError):
+        # A failed save leaves Orbax/tensorstore threads that print tracebacks while the interpreter shuts
+        # down; our files are closed by now (the loop's finally blocks), so skip the shutdown.
+        sys.stdout.flush()
+        os._exit(error.exit_code)
       sys.exit(error.exit_code)
 
   app.run(guarded, flags_parser=parse_flags)

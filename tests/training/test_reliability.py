@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -197,6 +198,42 @@ def test_sigterm_while_training_saves_and_exits_143(tmp_path, monkeypatch):
   assert result.signal == signal.SIGTERM and int(result.state.step) == 3
   with Checkpointer(str(tmp_path)) as ckpt:
     assert ckpt.latest_step() == 3
+
+
+def test_a_second_signal_stops_at_once_without_saving(tmp_path, monkeypatch):
+  from tinyvla_jax.data.loader import ChunkLoader
+  from tinyvla_jax.errors import Interrupted
+  original = ChunkLoader.batches
+
+  def batches_then_two_signals(self, epoch, *, start=0):
+    for i, batch in enumerate(original(self, epoch, start=start)):
+      if self.shuffle and epoch == 0 and i == 2:
+        os.kill(os.getpid(), signal.SIGINT)  # first: save after this step ...
+        os.kill(os.getpid(), signal.SIGINT)  # ... second: now
+      yield batch
+
+  monkeypatch.setattr(ChunkLoader, "batches", batches_then_two_signals)
+  with pytest.raises(Interrupted, match=r"second signal \(SIGINT\): stopped without saving") as info:
+    loop.train(micro_config(), workdir=str(tmp_path), progress=False)
+  assert info.value.exit_code == 128 + signal.SIGINT
+  assert not Checkpointer.exists(str(tmp_path))
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_save_the_disk_refuses_is_one_line_without_tracebacks(tmp_path):
+  """A real failing write (a file-size limit makes the OS refuse it mid-save, as a full disk does): Orbax's
+  threads and tensorstore's late callbacks would print hundreds of lines; the user sees one."""
+  command = cli("--config", MICRO, "--workdir", str(tmp_path), "--config.train.checkpoint_every_steps=4")
+  # ulimit -f 512: files up to 512 KB, smaller than a step's arrays.
+  proc = subprocess.run(["bash", "-c", 'ulimit -f 512 && exec "$@"', "bash", *command], capture_output=True, text=True,
+                        cwd=ROOT, timeout=300, env=env())
+  last = proc.stderr.strip().splitlines()[-1]
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert re.match(f"error: saving checkpoint step (4|8) to {tmp_path.resolve()}/checkpoints failed \\(", last), last
+  assert "File too large" in last and last.endswith("no earlier step exists: free space or fix the directory's "
+                                                    "permissions, then re-run the same command to resume")
+  assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
+  assert finished_steps(tmp_path) == []  # nothing half-written looks like a step
 
 
 # --- one-line errors, before any compute ----------------------------------------------------------

@@ -52,7 +52,11 @@ class NormStats:
 
   def unnormalize_actions(self, a):
     span = np.maximum(self.action_max - self.action_min, ACTION_RANGE_FLOOR)
-    return ((np.asarray(a) + 1) / 2 * span + self.action_min).astype(np.float32)
+    out = (np.asarray(a) + 1) / 2 * span + self.action_min
+    # A dimension the training data never varied (e.g. the gripper in a single task) acts at its constant:
+    # the floored span would otherwise let it drift up to ACTION_RANGE_FLOOR above the data's range.
+    constant = self.action_max - self.action_min < ACTION_RANGE_FLOOR
+    return np.where(constant, (self.action_min + self.action_max) / 2, out).astype(np.float32)
 
   def normalize_state(self, s):
     return ((s - self.state_mean) / self.state_std).astype(np.float32)

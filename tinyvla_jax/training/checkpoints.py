@@ -50,17 +50,28 @@ from tinyvla_jax.errors import CheckpointError, UserError
 ITEMS = ("train_state", "params", "assets", "config")
 MANIFEST = "manifest.json"
 DAMAGED = "damaged"
-_IO_WORDS = ("No space left", "Read-only file system", "Permission denied", "Disk quota", "Input/output error")
+_IO_WORDS = ("No space left", "Read-only file system", "Permission denied", "Disk quota", "Input/output error",
+             "RESOURCE_EXHAUSTED", "File too large")
 
 
-class _DropMissingMetricsNotice(logging.Filter):
-  # Orbax warns on every save without metrics when a best_fn is set; our mid-epoch and final saves have
-  # none on purpose (they count toward the newest steps only), so the notice is noise in a user's log.
+class _QuietOrbaxNotices(logging.Filter):
+  """Orbax logs through absl. Two kinds of its records are dropped: the warning on every save without
+  metrics (our mid-epoch and final saves have none on purpose: they count toward the newest steps only),
+  and the ERROR tracebacks its background threads log when a save fails for lack of space or permission
+  (one per thread, ~300 lines): `Checkpointer` reports that failure itself, as one CheckpointError line.
+  TINYVLA_TRACEBACK=1 keeps the tracebacks."""
+
   def filter(self, record: logging.LogRecord) -> bool:
-    return "did not provide metrics" not in record.getMessage()
-
-
-logging.getLogger("absl").addFilter(_DropMissingMetricsNotice())
+    message = record.getMessage()
+    if "did not provide metrics" in message:
+      return False
+    if record.levelno >= logging.ERROR and "orbax" in record.pathname and not os.environ.get("TINYVLA_TRACEBACK"):
+      error = record.exc_info[1] if record.exc_info else None
+      if (error is not None and _is_io_failure(error)) or any(w in message for w in _IO_WORDS):
+        return False
+      if "cannot schedule new futures after" in message:  # a failed save's thread, at interpreter exit
+        return False
+    return True
 
 
 class Restored(NamedTuple):
@@ -76,9 +87,12 @@ def _val_loss(metrics) -> float:
 
 
 def _brief(error: Exception) -> str:
-  # Tensorstore appends its whole JSON spec to every message; the path and reason come before it.
-  text = str(error).split(" [tensorstore_spec=")[0].splitlines()[0] if str(error) else ""
-  return f"{type(error).__name__}: {text[:500]}"
+  # Tensorstore appends its whole JSON spec to every message; the path and reason come before it. Long
+  # messages keep their start (what failed) and their end (the OS's reason, e.g. "No space left on device").
+  text = " ".join(str(error).split(" [tensorstore_spec=")[0].split()) if str(error) else ""
+  if len(text) > 400:
+    text = text[:200] + " ... " + text[-200:]
+  return f"{type(error).__name__}: {text}"
 
 
 def _checkpoint_dir(workdir) -> pathlib.Path:
@@ -140,6 +154,9 @@ def _is_io_failure(error: BaseException) -> bool:
       return True
     error = error.__cause__ or error.__context__
   return False
+
+
+logging.getLogger("absl").addFilter(_QuietOrbaxNotices())
 
 
 class Checkpointer:
