@@ -69,6 +69,9 @@ def quiet_logs() -> None:
 
   if not flags.FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)
+  # A warning is one line ("warning: ..."), not Python's two (file:line + the source line that warned).
+  import warnings
+  warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
   # Our modules log under "tinyvla_jax"; their INFO lines (resumed from, saved, success rates) stay.
   ours = logging.getLogger("tinyvla_jax")
   if ours.level == logging.NOTSET or ours.level > logging.INFO:

@@ -63,6 +63,7 @@ def _compressor():
 
 def write_json_atomic(path: str, obj) -> None:
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=".json")
+  os.fchmod(fd, 0o644)  # mkstemp makes it private; these files are for every reader of the directory
   with os.fdopen(fd, "w") as f:
     json.dump(obj, f, indent=1)
   os.replace(tmp, path)
