@@ -10,10 +10,12 @@ What differs from configs/fixed.py (and nothing else):
 - a closed-loop evaluation every 20 epochs (eval.every_epochs; the final checkpoint is evaluated at the
   end as in every run), so metrics.jsonl holds success against training time (scripts/plot_metaworld.py
   draws it).
-Measured (2-core CPU): 79.9 min of training (~65 min alone), closed-loop success on 20 unseen setups
-per task 86% [77-92%] on seed 2000 and 91% on seed 1000 (70% and 84% for the 15-epoch default); the
-validation loss bottoms out at epoch ~28 and then rises while success keeps rising. Details:
-reports/metaworld/README.md.
+Measured (2-core CPU) with the previous `cpu` recipe (one observation frame, a chunk of 16; pass
+--config.model.obs_steps=1 --config.model.head.horizon=16 to reproduce it): 79.9 min of training (~65 min
+alone), closed-loop success on 20 unseen setups per task 86% [77-92%] on seed 2000 and 91% on seed 1000
+(70% and 84% for that recipe's 15-epoch run); the validation loss bottoms out at epoch ~28 and then rises
+while success keeps rising. With the current recipe (two frames, a chunk of 4: 82% at 15 epochs instead
+of 66-70%) the 45-epoch run has not been measured yet (~70 min alone). Details: reports/metaworld/README.md.
 """
 
 from tinyvla_jax import presets

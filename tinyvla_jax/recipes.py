@@ -61,7 +61,13 @@ def cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.ema_power = 0.75
   # Four noise samples per encoded observation: the U-Net gets 4x the signal for ~3% more time.
   c.train.noise_samples = 4
-  # 15 epochs (~21 min of training on 2 cores): validation loss still fell ~10% per epoch after 10.
+  # 3D Diffusion Policy's MetaWorld setting: two observation frames (the policy sees its own motion) and a
+  # short chunk (horizon 4, all 4 executed). Same 15 epochs, 80 unseen setups never looked at (seed 4000):
+  # 82% against 68% with one frame and horizon 16 (85% / 71% on the development seed; reports/metaworld);
+  # ~25% more time per step (two frames through the ViT and the decoder, a 4x shorter U-Net).
+  c.model.obs_steps = 2
+  c.model.head.horizon = 4
+  # 15 epochs (~23 min of training on 2 cores): success kept rising with epochs (reports/metaworld).
   c.train.epochs = 15
   return c
 

@@ -59,6 +59,10 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   again, _ = protocol_lib.evaluate_checkpoint(workdir, protocol=protocol_lib.Protocol.from_config(config.eval),
                                               out=str(tmp_path / "again"), video=False, progress=False)
   assert again["tasks"][TASK]["setups"] == summary["tasks"][TASK]["setups"]
+  # Executing more actions than a chunk holds is refused before any rollout, naming the flag and the horizon.
+  with pytest.raises(ValueError, match=r"--action_steps=9 exceeds the checkpoint's chunk of 8 actions"):
+    protocol_lib.evaluate_checkpoint(workdir, protocol=protocol_lib.Protocol(action_steps=9), video=False,
+                                     progress=False, out=str(tmp_path / "refused"))
   # The training run's closing evaluation (python -m tinyvla_jax.train ends with it) prints the table.
   protocol_lib.evaluate_at_end(config, workdir)
   printed = capsys.readouterr().out

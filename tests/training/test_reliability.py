@@ -333,6 +333,7 @@ def test_non_finite_statistics_are_refused():
     ("train.batch_size", 0, "--config.train.batch_size=0 must be an integer >= 1"),
     ("train.ema_decay", float("inf"), "--config.train.ema_decay=inf must be a finite number in [0, 1) or None"),
     ("train.checkpoint_every_minutes", -1.0, "--config.train.checkpoint_every_minutes=-1.0 must be a finite number in [0, inf)"),
+    ("eval.action_steps", 17, "--config.eval.action_steps=17 must be <= model.head.horizon=HORIZON (the actions one chunk holds)"),
 ])
 def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, key, value, message):
   config = micro_config()
@@ -340,7 +341,7 @@ def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, key, value
   config[section][name] = value
   with pytest.raises(UserError) as info:
     loop.train(config, workdir=str(tmp_path / "run"), progress=False)
-  assert str(info.value) == message
+  assert str(info.value) == message.replace("HORIZON", str(config.model.head.horizon))
   assert not (tmp_path / "run").exists()
 
 

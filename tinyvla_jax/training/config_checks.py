@@ -59,3 +59,10 @@ def check_run_config(config) -> None:
   _in("data.crop_fraction", d.crop_fraction, 0, 1, lo_open=True)
   _in("data.state_dropout", d.state_dropout, 0, 1)
   _int_at_least("data.max_text_len", d.max_text_len, 1)
+  ev = config.get("eval")
+  if ev is not None and ev.get("execution", "receding") == "receding":
+    _int_at_least("eval.action_steps", ev.action_steps, 1)
+    horizon = config.model.head.horizon
+    # A chunk has `horizon` actions: asking to execute more would silently execute fewer.
+    _check("eval.action_steps", ev.action_steps, ev.action_steps <= horizon,
+           f"<= model.head.horizon={horizon} (the actions one chunk holds)")
