@@ -27,7 +27,7 @@ from absl import flags
 from tinyvla_jax import cli
 from tinyvla_jax.data import sources, store
 from tinyvla_jax.data.loader import ChunkLoader
-from tinyvla_jax.data.tokenizer import ByteTokenizer
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 
 _DATA = flags.DEFINE_string("data", None, "Episode dataset (default: the shipped one).")
 _READS = flags.DEFINE_integer("reads", 200, "Random single-frame reads per format.")

@@ -14,8 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from tinyvla_jax import cli
-from tinyvla_jax.evaluation import protocol
-
+from tinyvla_jax.evaluation import periodic, protocol
 from tinyvla_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:cpu", lock_config=True)
@@ -30,7 +29,8 @@ def main(argv):
   if config is None:
     raise app.UsageError("pass --config configs/fixed.py[:PRESET]")
   workdir = _WORKDIR.value or f"workdirs/{config.get('preset', 'run')}"
-  result = loop.train(config, workdir=workdir, overwrite=_OVERWRITE.value)
+  result = loop.train(config, workdir=workdir, overwrite=_OVERWRITE.value,
+                      epoch_hook=periodic.PeriodicEvaluation.for_run)
   for record in result.history:
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
   print(f"workdir: {workdir} (step {int(result.state.step)}, skipped {int(result.state.skipped)})")

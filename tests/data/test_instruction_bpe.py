@@ -8,7 +8,8 @@ import pytest
 
 from tinyvla_jax import presets, recipes
 from tinyvla_jax.data import instruction_bpe
-from tinyvla_jax.data.tokenizer import ByteTokenizer, make_tokenizer, tokenizer_from_assets
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
+from tinyvla_jax.data.tokenizer import make_tokenizer, tokenizer_from_assets
 
 INSTRUCTIONS = ["open the drawer", "press the button from the top", "slide the window open"]
 

@@ -8,7 +8,7 @@ import pytest
 from tinyvla_jax.data import augment
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.loader import ChunkLoader, compute_stats
-from tinyvla_jax.data.tokenizer import ByteTokenizer
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 
 
 def episodes(n=3, t=7, size=10):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tinyvla_jax.data.tokenizer import PROMPT_TEMPLATE, ByteTokenizer
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
+from tinyvla_jax.data.prompt import PROMPT_TEMPLATE
 
 tok = ByteTokenizer()
 

@@ -10,7 +10,7 @@ import pytest
 
 from tinyvla_jax import presets, recipes
 from tinyvla_jax.data.normalize import NormStats
-from tinyvla_jax.data.tokenizer import ByteTokenizer
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 from tinyvla_jax.evaluation import protocol as protocol_lib
 from tinyvla_jax.evaluation.execution import make_execution
 from tinyvla_jax.evaluation.policies import RandomPolicy, VLAPolicy

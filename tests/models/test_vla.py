@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyvla_jax import presets
-from tinyvla_jax.data.tokenizer import ByteTokenizer
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.sampling import make_action_sampler, sample_actions

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from builders import train_bpe_tokenizer_json
-from tinyvla_jax.data.tokenizer import ByteTokenizer, PROMPT_TEMPLATE, make_tokenizer, tokenizer_from_assets
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
+from tinyvla_jax.data.prompt import PROMPT_TEMPLATE
+from tinyvla_jax.data.tokenizer import make_tokenizer, tokenizer_from_assets
 
 INSTRUCTIONS = ["pick up the red block", "Open the drawer, then close it!", "  push  the button ",
                 "héllo wörld 42 — stack 3 cubes", "insert the peg 2 cm deep"]

@@ -15,6 +15,7 @@ pytest.importorskip("metaworld")
 from tinyvla_jax import presets, recipes  # noqa: E402
 from tinyvla_jax.data import sources  # noqa: E402
 from tinyvla_jax.data.store import EpisodeStore  # noqa: E402
+from tinyvla_jax.evaluation.periodic import PeriodicEvaluation  # noqa: E402
 from tinyvla_jax.evaluation.policies import VLAPolicy  # noqa: E402
 from tinyvla_jax.sim import metaworld as mw  # noqa: E402
 from tinyvla_jax.training import loop  # noqa: E402
@@ -47,7 +48,7 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   workdir = str(tmp_path / "run")
   config = micro_metaworld_config()
   config.eval.max_steps = 20
-  result = loop.train(config, workdir=workdir, progress=False)
+  result = loop.train(config, workdir=workdir, progress=False, epoch_hook=PeriodicEvaluation.for_run)
   assert result.history and np.isfinite(result.history[0]["train_loss"])
   evals = [m for m in read_metrics(workdir) if m["split"] == "eval"]
   assert len(evals) == 1 and 0.0 <= evals[0]["success/mean"] <= 1.0 and f"success/{TASK}" in evals[0]
@@ -96,4 +97,11 @@ def test_closed_loop_eval_refuses_non_metaworld_runs(tmp_path):
   c = recipes.synthetic_data(micro_metaworld_config())
   c.data.num_episodes = 4
   with pytest.raises(ValueError, match="needs a MetaWorld-trained checkpoint"):
-    loop.train(c, workdir=str(tmp_path), progress=False)
+    loop.train(c, workdir=str(tmp_path), progress=False, epoch_hook=PeriodicEvaluation.for_run)
+
+
+def test_periodic_evaluation_without_its_hook_is_one_line_at_start(tmp_path):
+  # The training loop does not import the simulator; asked to evaluate without the hook, it says how.
+  with pytest.raises(ValueError, match="eval.every_epochs=1 needs the closed-loop evaluation hook"):
+    loop.train(micro_metaworld_config(), workdir=str(tmp_path / "run"), progress=False)
+  assert not os.path.exists(tmp_path / "run")

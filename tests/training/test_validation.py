@@ -9,7 +9,7 @@ import numpy as np
 
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.loader import ChunkLoader, compute_stats
-from tinyvla_jax.data.tokenizer import ByteTokenizer
+from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.training import validation
 from tinyvla_jax.training.step import diffusion_loss

@@ -1,6 +1,6 @@
 """A pretrained LLM's tokenizer (Hugging Face `tokenizer.json`, read by the `tokenizers` library).
 
-Same interface as data/tokenizer.py's ByteTokenizer: `encode`, `prompt_ids`, `encode_prompt`,
+Same interface as data/byte_tokenizer.py's ByteTokenizer (data/prompt.py's PromptEncoding): `encode`, `prompt_ids`, `encode_prompt`,
 `encode_batch`, `decode`, `image_token_id`, `to_asset`.
 
 The image placeholder. `<image>` is not in Pythia's vocabulary, and LLaVA/TinyVLA never embed their
@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-
-from tinyvla_jax.data.tokenizer import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE, PromptEncoding
+from tinyvla_jax.data.prompt import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE, PromptEncoding
 from tinyvla_jax.errors import UserError
+from tinyvla_jax.extras import require
 
 ASSET_KIND = "hf_tokenizers"
 FILE = "tokenizer.json"
@@ -33,8 +33,6 @@ FILE = "tokenizer.json"
 
 class HFTokenizer(PromptEncoding):
   def __init__(self, json_text: str, *, source: str = FILE):
-    from tinyvla_jax.pretrained.hf_folder import require
-
     tokenizers = require("tokenizers")
     try:
       self._tok = tokenizers.Tokenizer.from_str(json_text)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 
-from tinyvla_jax.data.tokenizer import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE
+from tinyvla_jax.data.hf_tokenizer import HFTokenizer
+from tinyvla_jax.data.prompt import IMAGE_PLACEHOLDER, PROMPT_TEMPLATE
+from tinyvla_jax.extras import require
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "assets", "instruction_bpe", "tokenizer.json")
 VOCAB_SIZE = 512  # ids the BPE may use; training on this corpus stops below it once every word is one token
@@ -36,8 +38,6 @@ def corpus(instructions: dict[str, tuple[str, ...]]) -> list[str]:
 
 def train(texts: list[str], *, vocab_size: int = VOCAB_SIZE) -> str:
   """-> tokenizer.json text of a byte-level BPE (GPT-2's pre-tokenizer and decoder) trained on `texts`."""
-  from tinyvla_jax.pretrained.hf_folder import require
-
   tokenizers = require("tokenizers")
   tok = tokenizers.Tokenizer(tokenizers.models.BPE())
   tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -49,8 +49,6 @@ def train(texts: list[str], *, vocab_size: int = VOCAB_SIZE) -> str:
   return tok.to_str(pretty=True)
 
 
-def load_shipped():
-  from tinyvla_jax.data.hf_tokenizer import HFTokenizer
-
+def load_shipped() -> HFTokenizer:
   with open(SHIPPED, encoding="utf-8") as f:
     return HFTokenizer(f.read(), source=SHIPPED)

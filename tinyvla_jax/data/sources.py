@@ -15,7 +15,6 @@ from typing import Callable
 from tinyvla_jax.data import synthetic
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.errors import UserError
-from tinyvla_jax.models.config import VLAConfig
 
 # 4 MetaWorld tasks x 20 expert demos, corner2 camera at 72 px (see its card.json and the README).
 SHIPPED_DATASET = os.path.join(os.path.dirname(__file__), "assets", "metaworld_4tasks")
@@ -60,18 +59,3 @@ def load_data(data) -> LoadedData:
   if not loaded.episodes:
     raise UserError(f"data.source={data.source!r} gave no episodes (check data.path / data.tasks)")
   return loaded
-
-
-def check_matches_model(episodes: list[Episode], model: VLAConfig) -> None:
-  """The data's sizes must be the model's: one line naming the config key to change otherwise."""
-  ep = episodes[0]
-  checks = [("model.head.action_dim", model.head.action_dim, ep.actions.shape[1]),
-            ("model.head.state_dim", model.head.state_dim, ep.states.shape[1]),
-            ("model.num_cameras", model.num_cameras, ep.images.shape[1])]
-  for key, want, got in checks:
-    if want != got:
-      raise UserError(f"the data has {got} where {key}={want}: set --config.{key}={got}")
-  size = ep.images.shape[2]
-  if size < model.vision.image_size:
-    raise UserError(f"the data's images are {size} px but model.vision.image_size={model.vision.image_size}: "
-                     f"collect with --size >= {model.vision.image_size}")

@@ -2,7 +2,7 @@
 
     summary = evaluate(policy, tasks=[...], episodes=20, seed=1000, out_dir="eval/", ...)
 
-Setups: episode i of task X uses `setup_seed_for(seed, X, i)` (the collection's own function), skipping
+Setups: episode i of task X uses `setup_seed_for(seed, X, i)` (the collection's own function, sim/setups.py), skipping
 any seed the training dataset used (`exclude_seeds`, from the checkpoint's assets), so every evaluated
 setup is unseen. The evaluation seed defaults to 1000; collection uses 0.
 
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from tinyvla_jax.errors import UserError, MissingExtraError
 from tinyvla_jax.evaluation.execution import make_execution
 from tinyvla_jax.sim import metaworld as mw
-from tinyvla_jax.sim.collect import setup_seed_for
+from tinyvla_jax.sim.setups import setup_seed_for
 
 
 @dataclasses.dataclass

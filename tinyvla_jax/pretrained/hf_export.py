@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_jax import extras
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import LanguageConfig, VisionConfig, VLAConfig
 from tinyvla_jax.models.lora import has_adapters, merge_lora
@@ -138,7 +139,7 @@ def vision_config_to_hf(config: VisionConfig) -> dict[str, Any]:
 # --- folders --------------------------------------------------------------------------------------
 
 def _write(folder: str, config: dict, state_dict: dict[str, np.ndarray]) -> None:
-  safetensors_numpy = hf_folder.require("safetensors.numpy")
+  safetensors_numpy = extras.require("safetensors.numpy")
   os.makedirs(folder, exist_ok=True)
   with open(os.path.join(folder, hf_folder.CONFIG), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)

@@ -14,7 +14,6 @@ safetensors is an optional dependency: `pip install 'tinyvla_jax[pretrained]'`.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tinyvla_jax.errors import UserError
+from tinyvla_jax.extras import require
 from tinyvla_jax.models.config import LanguageConfig, VisionConfig
 from tinyvla_jax.pretrained import hf_import
 
@@ -32,15 +32,6 @@ INDEX = "model.safetensors.index.json"
 # Written by our exporter (hf_export.py) into a vision folder that it cut at the feature layer: the
 # folder's last layer is then the one to read, whatever the preset's select_layer says.
 SELECT_LAYER_KEY = "tinyvla_select_layer"
-
-
-def require(module: str):
-  """Imports an optional dependency, or fails with one line saying how to install it."""
-  try:
-    return importlib.import_module(module)
-  except ImportError:
-    raise UserError(f"pretrained weights and tokenizers need the {module.split('.')[0]!r} package: "
-                     "pip install 'tinyvla_jax[pretrained]'") from None
 
 
 def read_config(folder: str) -> dict[str, Any]:

@@ -8,8 +8,6 @@ same --out continues with the next attempt of each task.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 from tqdm import tqdm
 
@@ -17,16 +15,7 @@ from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.store import EpisodeStore, EpisodeWriter
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.sim import metaworld as mw
-
-
-def setup_seed_for(seed: int, task: str, attempt: int) -> int:
-  """The setup seed of attempt `attempt` of `task` in a run seeded `seed` (a 31-bit integer)."""
-  state = np.random.SeedSequence([int(seed), zlib.crc32(task.encode()), int(attempt)]).generate_state(1)
-  return int(state[0] >> 1)
-
-
-def instruction_index_for(seed: int, task: str, attempt: int, count: int) -> int:
-  return int(np.random.default_rng([int(seed), zlib.crc32(task.encode()), int(attempt), 1]).integers(count))
+from tinyvla_jax.sim.setups import instruction_index_for, setup_seed_for
 
 
 def expert_episode(env: mw.MetaWorldTask, *, setup_seed: int, max_steps: int) -> tuple[Episode, bool]:

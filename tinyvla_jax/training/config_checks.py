@@ -1,11 +1,14 @@
-"""Start-of-run checks of the numbers in a config: a NaN learning rate or a batch size of 0 is one line
-naming the key, before any data is loaded or anything compiled (not a NaN update minutes later)."""
+"""Start-of-run checks: the numbers in a config (a NaN learning rate or a batch size of 0 is one line
+naming the key, before any data is loaded or anything compiled, not a NaN update minutes later), then
+the data against the model config (action/state sizes, cameras, image size)."""
 
 from __future__ import annotations
 
 import math
 
+from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.errors import UserError
+from tinyvla_jax.models.config import VLAConfig
 
 
 def _check(key: str, value, ok: bool, want: str) -> None:
@@ -66,3 +69,18 @@ def check_run_config(config) -> None:
     # A chunk has `horizon` actions: asking to execute more would silently execute fewer.
     _check("eval.action_steps", ev.action_steps, ev.action_steps <= horizon,
            f"<= model.head.horizon={horizon} (the actions one chunk holds)")
+
+
+def check_data_matches_model(episodes: list[Episode], model: VLAConfig) -> None:
+  """The data's sizes must be the model's: one line naming the config key to change otherwise."""
+  ep = episodes[0]
+  checks = [("model.head.action_dim", model.head.action_dim, ep.actions.shape[1]),
+            ("model.head.state_dim", model.head.state_dim, ep.states.shape[1]),
+            ("model.num_cameras", model.num_cameras, ep.images.shape[1])]
+  for key, want, got in checks:
+    if want != got:
+      raise UserError(f"the data has {got} where {key}={want}: set --config.{key}={got}")
+  size = ep.images.shape[2]
+  if size < model.vision.image_size:
+    raise UserError(f"the data's images are {size} px but model.vision.image_size={model.vision.image_size}: "
+                     f"collect with --size >= {model.vision.image_size}")

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import numpy as np
@@ -31,7 +31,7 @@ from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
 from tinyvla_jax.pretrained import backbones
 from tinyvla_jax.training.checkpoints import Checkpointer
-from tinyvla_jax.training.config_checks import check_run_config
+from tinyvla_jax.training.config_checks import check_data_matches_model, check_run_config
 from tinyvla_jax.training.metrics import MetricsWriter
 from tinyvla_jax.training.optimizer import make_optimizer
 from tinyvla_jax.training.signals import StopSignal
@@ -84,7 +84,7 @@ def crop_window(image_size: int, crop_fraction: float) -> int | None:
 def load_data(config, model_cfg: VLAConfig, *, shard_index: int = 0, num_shards: int = 1) -> Data:
   loaded = sources.load_data(config.data)
   episodes = loaded.episodes
-  sources.check_matches_model(episodes, model_cfg)
+  check_data_matches_model(episodes, model_cfg)
   train_eps, val_eps = split_episodes(episodes, val_fraction=config.data.val_fraction, seed=config.data.split_seed)
   # The training episodes of the selected tasks only: validation episodes and tasks left out by
   # data.tasks must not shape the normalization (one pass over arrays already in memory).
@@ -164,21 +164,39 @@ def prepare_workdir(workdir: str, config, *, overwrite: bool) -> Checkpointer:
 
 # --- the run ------------------------------------------------------------------------------------
 
-def train(config, *, workdir: str, overwrite: bool = False, progress: bool = True) -> RunResult:
+class EpochHook(Protocol):
+  """Work at epoch ends that the loop does not own, e.g. closed-loop evaluation (evaluation/periodic.py).
+  Made by a factory `hook(config, model=, stats=, tokenizer=, data_info=, workdir=, writer=)` once the run's
+  pieces exist (before the first step); the factory returns None when it has nothing to do."""
+
+  def due(self, epoch: int) -> bool: ...
+
+  def run(self, params, *, epoch: int, step: int) -> Any: ...
+
+
+def train(config, *, workdir: str, overwrite: bool = False, progress: bool = True,
+          epoch_hook: Callable[..., EpochHook | None] | None = None) -> RunResult:
   """Start-up runs the checks that need no data first (config numbers, workdir lock and writability, a
   config mismatch with the stored run), so a bad input is one line within seconds, not after loading
-  and compiling. A signal during start-up ends it at once (training/signals.py)."""
+  and compiling. A signal during start-up ends it at once (training/signals.py). `epoch_hook`: see
+  EpochHook; `python -m tinyvla_jax.train` passes the closed-loop evaluation for `eval.every_epochs`."""
   with StopSignal() as stop:
     # Model sizes from the pretrained folders' config.json; the checkpoint stores this resolved config.
     config = backbones.resolve_config(config)
     check_run_config(config)
+    every = config.eval.every_epochs if config.get("eval") is not None else 0
+    if every and epoch_hook is None:
+      raise UserError(f"eval.every_epochs={every} needs the closed-loop evaluation hook: "
+                      "run python -m tinyvla_jax.train, or pass epoch_hook="
+                      "tinyvla_jax.evaluation.periodic.PeriodicEvaluation.for_run to training.loop.train")
     with WorkdirLock(workdir):
       checkpointer = prepare_workdir(workdir, config, overwrite=overwrite)
       with checkpointer:
-        return _run(config, workdir, checkpointer, stop, progress=progress)
+        return _run(config, workdir, checkpointer, stop, progress=progress, epoch_hook=epoch_hook)
 
 
-def _run(config, workdir: str, checkpointer: Checkpointer, stop: StopSignal, *, progress: bool) -> RunResult:
+def _run(config, workdir: str, checkpointer: Checkpointer, stop: StopSignal, *, progress: bool,
+         epoch_hook) -> RunResult:
   model_cfg = model_config(config)
   # Each host loads its slice of every global batch (one host: all of it).
   data = load_data(config, model_cfg, shard_index=jax.process_index(), num_shards=jax.process_count())
@@ -217,7 +235,8 @@ def _run(config, workdir: str, checkpointer: Checkpointer, stop: StopSignal, *, 
   writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard, truncate_to=metrics_offset,
                          purge_step=seen + 1 if resuming else None)
   assets = {"norm_stats": stats.to_json(), "tokenizer": train_loader.tokenizer.to_asset(), "data": data.info}
-  closed_loop = _ClosedLoopEval(config, model, data, workdir, writer, tokenizer=train_loader.tokenizer)
+  hook = epoch_hook and epoch_hook(config, model=model, stats=stats, tokenizer=train_loader.tokenizer,
+                                   data_info=data.info, workdir=workdir, writer=writer)
   max_steps = min(config.train.max_steps or total_steps, total_steps)
   history = []
   bar = tqdm(total=max_steps, initial=min(seen, max_steps), disable=not progress, desc="train", unit="step",
@@ -268,8 +287,8 @@ def _run(config, workdir: str, checkpointer: Checkpointer, stop: StopSignal, *, 
                       else None, **val, skipped=int(state.skipped), seconds=seconds)
         history.append(record)
         writer.write(int(state.step), {k: v for k, v in record.items() if v is not None}, prefix="epoch")
-        if closed_loop.due(epoch + 1):  # before the save: its rows are then part of what the checkpoint covers
-          closed_loop.run(state.inference_params, epoch=epoch + 1, step=int(state.step))
+        if hook is not None and hook.due(epoch + 1):  # before the save: its rows are then in what it covers
+          hook.run(state.inference_params, epoch=epoch + 1, step=int(state.step))
         save(int(state.step), val_loss)
       if stop.received or seen >= max_steps:
         if not epoch_done:
@@ -299,42 +318,6 @@ class _CheckpointInterval:
   def due(self, seen: int) -> bool:
     return bool((self.every_steps and seen - self._seen >= self.every_steps) or
                 (self.every_seconds and time.monotonic() - self._time >= self.every_seconds))
-
-
-class _ClosedLoopEval:
-  """`eval.every_epochs`: MetaWorld rollouts of the current inference params (evaluation/rollout.py)."""
-
-  def __init__(self, config, model, data: Data, workdir: str, writer: MetricsWriter, *, tokenizer):
-    ev = config.get("eval")
-    self.every = int(ev.every_epochs) if ev is not None and ev.every_epochs else 0
-    if not self.every:
-      return
-    from tinyvla_jax.evaluation.context import data_context
-    from tinyvla_jax.evaluation.policies import VLAPolicy
-    from tinyvla_jax.sim.metaworld import require_metaworld
-    require_metaworld()  # fail at start, not after the first epoch, when MetaWorld is missing
-    self.context = data_context(data.info)  # raises for non-MetaWorld data
-    self.config, self.workdir, self.writer = config, workdir, writer
-    self.policy = VLAPolicy(model=model, params=None, stats=data.stats, tokenizer=tokenizer,
-                            max_text_len=config.data.max_text_len, diffusion=config.diffusion.to_dict(),
-                            crop_window=data.info["crop_window"], seed=ev.seed)
-
-  def due(self, epoch: int) -> bool:
-    return bool(self.every) and epoch % self.every == 0
-
-  def run(self, params, *, epoch: int, step: int) -> dict:
-    from tinyvla_jax.evaluation import protocol
-    ev = self.config.eval
-    self.policy.params = params
-    summary = protocol.run(self.policy, self.context, protocol=protocol.Protocol.from_config(ev),
-                           tasks=ev.tasks.split(",") if ev.tasks else None,
-                           out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video,
-                           progress=False, label=f"epoch{epoch}")
-    values = {f"success/{t}": r["success_rate"] for t, r in summary["tasks"].items()}
-    values["success/mean"] = summary["mean_success_rate"]
-    self.writer.write(step, values, prefix="eval")
-    log.info("epoch %d closed-loop success %.2f", epoch, summary["mean_success_rate"])
-    return summary
 
 
 class _Flusher:
