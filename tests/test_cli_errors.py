@@ -32,3 +32,27 @@ def test_one_line_errors(args, message):
   assert code != 0 and len(errors) == 1, stderr[-2000:]
   assert message in errors[0], errors[0]
   assert "Traceback" not in stderr
+
+
+def test_a_signal_wrapped_by_a_library_is_still_the_signal():
+  # SIGTERM during JAX's backend initialization: JAX re-raises our Interrupted as a RuntimeError; the entry
+  # point must still exit 143 with the one line, while another error that merely had a user error as its
+  # context stays a bug (its traceback is kept).
+  from tinyvla_jax.cli import interruption_in
+  from tinyvla_jax.errors import Interrupted, UserError
+
+  stop = Interrupted("stopped by SIGTERM during start-up", 15)
+  try:
+    try:
+      raise stop
+    except Interrupted as error:
+      raise RuntimeError(f"Unable to initialize backend 'cpu': {error}")
+  except RuntimeError as wrapped:
+    assert interruption_in(wrapped) is stop and stop.exit_code == 143
+  try:
+    try:
+      raise UserError("bad input")
+    except UserError:
+      raise KeyError("a bug while reporting it")
+  except KeyError as bug:
+    assert interruption_in(bug) is None

@@ -110,6 +110,22 @@ def _drop_late_io_callbacks() -> None:
   logging.getLogger("asyncio").addFilter(_NeverRetrieved())
 
 
+def interruption_in(error: BaseException):
+  """The `errors.Interrupted` behind `error`, if any. A signal's exception is raised wherever the process
+  is, e.g. inside JAX's backend initialization, which re-raises it as a RuntimeError: the signal, not
+  the wrapper, is what happened. Only Interrupted is unwrapped: another user error in a chain may be the
+  context of a real bug."""
+  from tinyvla_jax.errors import Interrupted
+
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, Interrupted):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def run(main) -> None:
   """absl's app.run with one-line errors: bad flags and every `errors.UserError` (bad input, a missing
   file or extra, a damaged dataset or checkpoint, a busy workdir, an interrupted start-up) end the
@@ -124,10 +140,18 @@ def run(main) -> None:
 
   def guarded(argv):
     try:
-      quiet_logs()
-      _drop_late_io_callbacks()
-      enable_compilation_cache(_COMPILATION_CACHE.value)
-      return main(argv)
+      try:
+        quiet_logs()
+        _drop_late_io_callbacks()
+        enable_compilation_cache(_COMPILATION_CACHE.value)
+        return main(argv)
+      except UserError:
+        raise
+      except Exception as error:  # noqa: BLE001 - re-raised unless a signal is its cause
+        interrupted = interruption_in(error)
+        if interrupted is None:
+          raise
+        raise interrupted from None
     except UserError as error:
       if os.environ.get("TINYVLA_TRACEBACK"):
         raise
