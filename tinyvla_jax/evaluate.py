@@ -69,7 +69,7 @@ def _baseline(policy_name: str, tasks, protocol) -> tuple[dict, str]:
   """The expert or the random policy, on a dataset's tasks, or on exactly a checkpoint's setups."""
   context = dataset_context(_DATA.value)
   if _WORKDIR.value:  # evaluate the baseline on exactly the setups the trained policy gets
-    from tinyvla_jax.training.checkpoints import Checkpointer
+    from tinyvla_jax.checkpoints import Checkpointer
     with Checkpointer(_WORKDIR.value) as checkpointer:
       context = data_context(checkpointer.restore_json(_STEP.value)[0].get("data", {}))
   policy = policies.ExpertPolicy() if policy_name == "expert" else policies.RandomPolicy(seed=protocol.seed)

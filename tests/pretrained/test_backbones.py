@@ -23,7 +23,7 @@ from tinyvla_jax.data.tokenizer import tokenizer_from_assets
 from tinyvla_jax.models.lora import is_adapter
 from tinyvla_jax.pretrained import backbones, hf_export, hf_folder
 from tinyvla_jax.training import loop
-from tinyvla_jax.training.checkpoints import Checkpointer
+from tinyvla_jax.checkpoints import Checkpointer
 
 pytest.importorskip("safetensors")  # every test here writes folders
 

@@ -15,7 +15,7 @@ from micro import micro_config
 
 from tinyvla_jax import presets, recipes
 from tinyvla_jax.training import loop
-from tinyvla_jax.training.checkpoints import Checkpointer
+from tinyvla_jax.checkpoints import Checkpointer
 from tinyvla_jax.training.metrics import read_metrics
 
 

@@ -29,7 +29,7 @@ from tinyvla_jax.data.sources import SHIPPED_DATASET
 from tinyvla_jax.errors import CheckpointError, UserError
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel
 from tinyvla_jax.training import loop
-from tinyvla_jax.training.checkpoints import Checkpointer
+from tinyvla_jax.checkpoints import Checkpointer
 from tinyvla_jax.training.metrics import read_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

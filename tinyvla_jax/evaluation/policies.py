@@ -49,7 +49,7 @@ class VLAPolicy:
   def from_workdir(cls, workdir: str, *, step: int | None = None, seed: int = 0) -> tuple["VLAPolicy", dict]:
     """The checkpoint's inference params (EMA if trained with it), statistics, tokenizer and config.
     Returns (policy, info) with info = dict(step, config, assets)."""
-    from tinyvla_jax.training.checkpoints import Checkpointer
+    from tinyvla_jax.checkpoints import Checkpointer
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
       raise MissingFileError(f"no checkpoints under {workdir!r} (--workdir): train first with "
                               "python -m tinyvla_jax.train --config configs/fixed.py --workdir DIR")

@@ -196,7 +196,7 @@ def main(argv):
 
   from tinyvla_jax.data.tokenizer import tokenizer_from_assets
   from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
-  from tinyvla_jax.training.checkpoints import Checkpointer
+  from tinyvla_jax.checkpoints import Checkpointer
 
   workdir, out = _WORKDIR.value, _OUT.value
   if not Checkpointer.exists(workdir):

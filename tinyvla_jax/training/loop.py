@@ -30,7 +30,7 @@ from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
 from tinyvla_jax.pretrained import backbones
-from tinyvla_jax.training.checkpoints import Checkpointer
+from tinyvla_jax.checkpoints import Checkpointer
 from tinyvla_jax.training.config_checks import check_data_matches_model, check_run_config
 from tinyvla_jax.training.metrics import MetricsWriter
 from tinyvla_jax.training.optimizer import make_optimizer

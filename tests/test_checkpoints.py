@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from tinyvla_jax.errors import CheckpointError
-from tinyvla_jax.training.checkpoints import Checkpointer
+from tinyvla_jax.checkpoints import Checkpointer
 
 
 @flax.struct.dataclass
