@@ -1,7 +1,7 @@
 """A pretrained LLM's tokenizer (Hugging Face `tokenizer.json`, read by the `tokenizers` library).
 
-Same interface as data/byte_tokenizer.py's ByteTokenizer (data/prompt.py's PromptEncoding): `encode`, `prompt_ids`, `encode_prompt`,
-`encode_batch`, `decode`, `image_token_id`, `to_asset`.
+Same interface as data/byte_tokenizer.py's ByteTokenizer (data/prompt.py's PromptEncoding): `encode`,
+`prompt_ids`, `encode_prompt`, `encode_batch`, `decode`, `image_token_id`, `to_asset`.
 
 The image placeholder. `<image>` is not in Pythia's vocabulary, and LLaVA/TinyVLA never embed their
 placeholder (-200): they tokenize the text around it separately and splice the image features in. We do

@@ -2,8 +2,8 @@
 
     summary = evaluate(policy, tasks=[...], episodes=20, seed=1000, out_dir="eval/", ...)
 
-Setups: episode i of task X uses `setup_seed_for(seed, X, i)` (the collection's own function, sim/setups.py), skipping
-any seed the training dataset used (`exclude_seeds`, from the checkpoint's assets), so every evaluated
+Setups: episode i of task X uses `setup_seed_for(seed, X, i)` (sim/setups.py, shared with the collection),
+skipping any seed the training dataset used (`exclude_seeds`, from the checkpoint's assets), so every evaluated
 setup is unseen. The evaluation seed defaults to 1000; collection uses 0.
 
 Outputs under out_dir: summary.json (per-task success rate, mean steps to success, the setups) and
