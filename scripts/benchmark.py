@@ -23,11 +23,12 @@ from ml_collections import config_flags
 
 from tinyvla_jax import cli
 
-from tinyvla_jax.diffusion.schedule import make_schedule
-from tinyvla_jax.models.sampling import make_action_sampler
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel
-from tinyvla_jax.pretrained import backbones
+from tinyvla_jax.recipes import typed
+from tinyvla_jax.run_config import with_backbones
 from tinyvla_jax.training import loop
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
+from tinyvla_jax.training.objectives import denoising
 from tinyvla_jax.training.step import make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:tiny")
@@ -62,16 +63,14 @@ def peak_memory_bytes() -> dict:
 
 def main(argv):
   del argv
-  config = backbones.resolve_config(_CONFIG.value)  # sizes from --config.pretrained.* folders, if given
   if _BATCH.value:
-    config.train.batch_size = _BATCH.value
-  model_cfg = loop.model_config(config)
-  train_loader = loop.load_data(config, model_cfg).train
-  model = UnifiedTinyVLAModel(model_cfg)
+    _CONFIG.value.train.batch_size = _BATCH.value
+  config = with_backbones(typed(_CONFIG.value))  # sizes from --config.pretrained.* folders, if given
+  train_loader = loop.load_data(config).train
+  model = UnifiedTinyVLAModel(config.model)
   state, tx, lr = loop.build_state(config, model, total_steps=1000)
-  schedule = make_schedule(num_train_steps=config.diffusion.num_train_steps, beta_schedule=config.diffusion.beta_schedule)
-  step = jax.jit(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=schedule),
-                 donate_argnums=0)
+  policy = DiffusionPolicy.from_config(model, config.diffusion)
+  step = jax.jit(make_train_step(objective=denoising(policy), tx=tx, lr_schedule=lr), donate_argnums=0)
   batch = jax.device_put(next(train_loader.batches(0)))
 
   t0 = time.perf_counter()
@@ -89,8 +88,7 @@ def main(argv):
     times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
 
-  sampler = make_action_sampler(model, schedule=schedule, num_inference_steps=config.diffusion.num_inference_steps,
-                                sampler=config.diffusion.sampler)
+  sampler = policy.jitted_sampler()
   obs = {k: batch[k][:1] for k in ("images", "tokens", "token_mask", "state")}
   t0 = time.perf_counter()
   jax.block_until_ready(sampler(state.params, jax.random.key(0), **obs))
@@ -99,7 +97,7 @@ def main(argv):
 
   peak = peak_matmul_flops()
   result = dict(
-      preset=config.get("preset"), backend=jax.default_backend(), device=str(jax.devices()[0]),
+      preset=config.preset, backend=jax.default_backend(), device=str(jax.devices()[0]),
       batch_size=config.train.batch_size, train_step_ms=round(step_s * 1e3, 2),
       examples_per_s=round(config.train.batch_size / step_s, 2), train_step_compile_s=round(compile_s, 2),
       ddim_steps=config.diffusion.num_inference_steps,

@@ -27,6 +27,7 @@ from absl import flags
 from tinyvla_jax import cli
 from tinyvla_jax.data import sources, store
 from tinyvla_jax.data.loader import ChunkLoader
+from tinyvla_jax.data.preprocess import Preprocessor
 from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 
 _DATA = flags.DEFINE_string("data", None, "Episode dataset (default: the shipped one).")
@@ -120,8 +121,8 @@ def main(argv):
 
   episodes = ds.load()
   for batch_size in (4, 32):
-    loader = ChunkLoader(episodes, tokenizer=ByteTokenizer(), stats=ds.stats(), horizon=16, batch_size=batch_size,
-                         max_text_len=64, crop_size=64, augment=True)
+    preprocess = Preprocessor(stats=ds.stats(), tokenizer=ByteTokenizer(), max_text_len=64, crop_window=64)
+    loader = ChunkLoader(episodes, preprocess=preprocess, horizon=16, batch_size=batch_size, augment=True)
     it = loader.batches(0)
     next(it)
     _, t = timed(lambda: [next(it) for _ in range(50)])

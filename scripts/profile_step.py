@@ -15,6 +15,7 @@ they do not add up exactly to the step (XLA fuses across them inside the step).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -25,12 +26,14 @@ from absl import flags
 from ml_collections import config_flags
 
 from tinyvla_jax import cli
-from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, splice_image_tokens
 from tinyvla_jax.models.vision import CLIP_MEAN, CLIP_STD, preprocess_images
-from tinyvla_jax.pretrained import backbones
+from tinyvla_jax.recipes import typed
+from tinyvla_jax.run_config import with_backbones
 from tinyvla_jax.training import loop
-from tinyvla_jax.training.step import diffusion_loss, make_train_step
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
+from tinyvla_jax.training import objectives
+from tinyvla_jax.training.step import make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py")
 _BATCHES = flags.DEFINE_string("batches", "4,16,32,64", "Batch sizes for the examples/s sweep.")
@@ -65,14 +68,12 @@ def grad_of(loss):
 
 def main(argv):
   del argv
-  config = backbones.resolve_config(_CONFIG.value)
-  model_cfg = loop.model_config(config)
-  data = loop.load_data(config, model_cfg)
+  config = with_backbones(typed(_CONFIG.value))
+  model_cfg = config.model
+  data = loop.load_data(config)
   model = UnifiedTinyVLAModel(model_cfg)
   state, tx, lr = loop.build_state(config, model, total_steps=1000)
-  schedule = make_schedule(num_train_steps=config.diffusion.num_train_steps,
-                           beta_schedule=config.diffusion.beta_schedule)
-  ns = config.train.get("noise_samples", 1)
+  ns = config.train.noise_samples
   peak = peak_matmul_flops()
   reps = _REPEATS.value
   batch = jax.device_put(next(data.train.batches(0)))
@@ -110,15 +111,15 @@ def main(argv):
                                   condition=cond)
     return jnp.sum(model.apply({"params": p}, method=run))
 
-  grads = jax.grad(lambda p: diffusion_loss(model.apply, p, batch, rng, schedule, noise_samples=ns))(params)
+  policy = DiffusionPolicy.from_config(model, config.diffusion)
+  grads = jax.grad(lambda p: policy.compute_loss(p, batch, rng, noise_samples=ns))(params)
 
   def optimizer_update(state, grads):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     return jax.tree.map(lambda p, u: p + u, state.params, updates), opt_state
 
-  step = make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=schedule,
-                         ema_decay=config.train.ema_decay, ema_power=config.train.get("ema_power"),
-                         noise_samples=ns)
+  step = make_train_step(objective=objectives.for_recipe(policy, config.train), tx=tx, lr_schedule=lr,
+                         ema_decay=config.train.ema_decay, ema_power=config.train.ema_power)
   whole, whole_flops = timed(step, state, batch, repeats=reps)
   parts = {
       "vision (ViT + projector)": timed(grad_of(vision_loss), params, batch["images"], repeats=reps),
@@ -143,8 +144,7 @@ def main(argv):
   print(json.dumps(dict(component="whole train step", batch=b, ms=round(whole * 1e3, 2), gflop=round(whole_flops / 1e9, 3),
                         gflop_per_example=round(whole_flops / b / 1e9, 3))))
   for bs in [int(x) for x in _BATCHES.value.split(",")]:
-    config.train.batch_size = bs
-    loader = loop.load_data(config, model_cfg).train
+    loader = loop.load_data(config.replace(train=dataclasses.replace(config.train, batch_size=bs))).train
     bb = jax.device_put(next(loader.batches(0)))
     seconds, flops = timed(step, state, bb, repeats=reps)
     print(json.dumps(dict(step="train", batch=bs, ms=round(seconds * 1e3, 1), examples_per_s=round(bs / seconds, 1),

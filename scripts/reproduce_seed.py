@@ -26,6 +26,7 @@ import numpy as np
 
 from tinyvla_jax import presets, recipes
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel
+from tinyvla_jax.recipes import typed
 from tinyvla_jax.training import loop
 from tinyvla_jax.training.metrics import read_metrics
 
@@ -52,11 +53,11 @@ def variants(preset: str, epochs: int) -> dict:
 
 def init_output_std(config) -> float:
   """Std of the head's output at init for unit-normal noisy actions on a real batch."""
-  model_cfg = loop.model_config(config)
-  loader = loop.load_data(config, model_cfg).train
+  run = typed(config)
+  loader = loop.load_data(run).train
   batch = next(loader.batches(0))
-  model = UnifiedTinyVLAModel(model_cfg)
-  state, _, _ = loop.build_state(config, model, total_steps=1)
+  model = UnifiedTinyVLAModel(run.model)
+  state, _, _ = loop.build_state(run, model, total_steps=1)
   noisy = jax.random.normal(jax.random.key(7), batch["actions"].shape)
   t = jax.random.randint(jax.random.key(8), (batch["actions"].shape[0],), 0, config.diffusion.num_train_steps)
   out = model.apply({"params": state.params}, images=batch["images"], tokens=batch["tokens"],
@@ -69,7 +70,7 @@ def run_all(preset: str, epochs: int, out: str) -> list[dict]:
   for name, config in variants(preset, epochs).items():
     workdir = os.path.join(out, "runs", name.replace(" ", ""))
     t0 = time.perf_counter()
-    result = loop.train(config, workdir=workdir, overwrite=True, progress=False)
+    result = loop.train(typed(config), workdir=workdir, overwrite=True, progress=False)
     wall = time.perf_counter() - t0
     if result.stopped_early:  # SIGTERM/SIGINT: the run saved a checkpoint; do not go on to the next one
       raise SystemExit(f"{name} was interrupted at step {int(result.state.step)}; its workdir is {workdir}")

@@ -20,10 +20,12 @@ LAYERS = (
     ("entry points", ("train", "evaluate", "summary", "pretrained.hf_export")),
     ("configs and CLI support", ("recipes", "presets", "cli")),
     ("runs", ("training", "evaluation")),
+    ("the typed run config", ("run_config",)),
     ("checkpoints, backbone import and simulator", ("checkpoints", "pretrained", "sim")),
+    ("the diffusion policy", ("policy",)),
     ("model and data", ("models", "data")),
     ("diffusion", ("diffusion",)),
-    ("optional dependencies", ("extras",)),
+    ("optional dependencies and config value checks", ("extras", "checks")),
     ("errors", ("errors",)),
 )
 
@@ -137,6 +139,37 @@ def test_the_layer_checker_catches_what_it_should():
   assert cycle[0] == cycle[-1] and set(cycle) == {"models.vla", "data.loader", "training.step"}
   del graph["training.step"]
   assert find_cycle(graph) is None
+
+
+# Where ml_collections may be read: the entry points parse `--config`, the config layer builds ConfigDicts.
+# Everything below takes the typed run config (run_config.RunConfig) and its sections.
+CONFIG_DICT_LAYERS = ("entry points", "configs and CLI support")
+
+
+def config_dict_users() -> dict[str, list[str]]:
+  """module -> how it touches ml_collections (an import, or the name ConfigDict / config_flags)."""
+  out = {}
+  for name, path in modules().items():
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "ml_collections" for a in node.names):
+        found.append("import ml_collections")
+      elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ml_collections":
+        found.append(f"from {node.module} import ...")
+      elif isinstance(node, (ast.Name, ast.Attribute)) and (getattr(node, "id", None) or getattr(node, "attr", None)) \
+          in ("ConfigDict", "FrozenConfigDict", "config_flags"):
+        found.append("ConfigDict")
+    if found:
+      out[name] = sorted(set(found))
+  return out
+
+
+def test_no_config_dict_below_the_entry_points():
+  allowed = {unit for label, units in LAYERS if label in CONFIG_DICT_LAYERS for unit in units}
+  below = {m: how for m, how in config_dict_users().items()
+           if unit_of(m)[1] not in allowed}
+  assert not below, f"ml_collections below the entry points (take a run_config section instead): {below}"
+  assert config_dict_users(), "the checker found no ml_collections use at all: it is not looking"
 
 
 def readme_listing() -> list[str]:

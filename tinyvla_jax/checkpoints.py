@@ -39,6 +39,7 @@ import math
 import os
 import pathlib
 import shutil
+import time
 import warnings
 from typing import Any, NamedTuple
 
@@ -356,3 +357,18 @@ class Checkpointer:
     shutil.move(str(step_dir), str(target))
     self._manager.reload()  # forget the step: the resumed run will write it again
     return target
+
+
+class SaveInterval:
+  """`train.checkpoint_every_steps` / `train.checkpoint_every_minutes` (0 = off): when a mid-epoch save is due."""
+
+  def __init__(self, every_steps: int, every_minutes: float, seen: int):
+    self.every_steps, self.every_seconds = int(every_steps), 60.0 * float(every_minutes)
+    self.saved(seen)
+
+  def saved(self, seen: int) -> None:
+    self._seen, self._time = seen, time.monotonic()
+
+  def due(self, seen: int) -> bool:
+    return bool((self.every_steps and seen - self._seen >= self.every_steps) or
+                (self.every_seconds and time.monotonic() - self._time >= self.every_seconds))

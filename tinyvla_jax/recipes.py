@@ -7,17 +7,13 @@ makes `configs/broken.py` a short, reviewable diff against `configs/fixed.py`.
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import ml_collections
 
-from tinyvla_jax.evaluation import protocol
-
-
-def diffusion_config() -> ml_collections.ConfigDict:
-  # TinyVLA / Diffusion Policy: DDPM training over 100 steps, DDIM sampling with 10.
-  return ml_collections.ConfigDict(dict(
-      num_train_steps=100, beta_schedule="squaredcos_cap_v2", num_inference_steps=10, sampler="ddim",
-      clip_sample=True))
+from tinyvla_jax import run_config
+from tinyvla_jax.data.config import DataConfig
+from tinyvla_jax.diffusion.config import DiffusionConfig
 
 
 def fixed_recipe(model: ml_collections.ConfigDict, *, preset: str) -> ml_collections.ConfigDict:
@@ -73,65 +69,34 @@ def cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def seed_recipe(model: ml_collections.ConfigDict, *, preset: str) -> ml_collections.ConfigDict:
-  """The seed's fixed recipe as it was found: AdamW lr 1e-4, batch 4, TinyVLA's readout (all presets)."""
+  """The seed's fixed recipe as it was found: AdamW lr 1e-4, batch 4, TinyVLA's readout (all presets).
+  Every section but `model` is its dataclass's defaults (run_config.py documents each key)."""
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.model = model
-  # Hugging Face folders (config.json, model.safetensors, tokenizer.json) imported at train start; their
-  # config.json then sets model.language / model.vision (pretrained/backbones.py).
-  c.pretrained = ml_collections.ConfigDict(dict(llm=placeholder(str), vision=placeholder(str)))
-  c.diffusion = diffusion_config()
-  c.data = data_config(model)
-  c.optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.01, schedule="cosine", warmup_steps=0,
-      grad_clip_norm=placeholder(float, 1.0), decay="kernels", frozen=()))
-  c.train = ml_collections.ConfigDict(dict(
-      # 3 epochs of the shipped MetaWorld demos (~4,300 steps, ~20 min on a 2-core CPU with the `cpu`
-      # preset). The seed's 10-epoch figure was for its own data; scripts/reproduce_seed.py sets epochs itself.
-      batch_size=4, epochs=3, seed=0,
-      # The seed's fix 2: no loss clipping. The broken original scaled the loss by 0.1 above 1000.
-      loss_scale_threshold=placeholder(float), loss_scale_factor=0.1,
-      skip_nonfinite=True, max_consecutive_skips=50,
-      ema_decay=placeholder(float),  # e.g. 0.9999; the checkpoint's inference params are then the EMA
-      ema_power=placeholder(float),  # Diffusion Policy's EMA warmup (0.75); None: a constant ema_decay
-      noise_samples=1,  # noised copies of each chunk per observation encoding (training/step.py)
-      max_steps=placeholder(int),  # stop early (a checkpoint is saved); resuming continues the same run
-      log_every=10, keep_checkpoints=3, tensorboard=True,
-      # Mid-epoch checkpoints bound the work a kill loses: every N steps (0: off) and/or every N minutes
-      # (0: off); epoch ends always save. A save of the cpu preset takes well under a second.
-      checkpoint_every_steps=0, checkpoint_every_minutes=5.0))
-  # Closed-loop MetaWorld evaluation (needs the `sim` extra), on setups the data never used, with the
-  # protocol of `python -m tinyvla_jax.evaluate` (evaluation/protocol.py). `every_epochs=N` evaluates every N
-  # epochs during training (success rates in metrics.jsonl / TensorBoard under "eval/"); `at_end` evaluates
-  # the final checkpoint when the run completes and prints the table (skipped with a note when MetaWorld is
-  # not installed or the data is not MetaWorld's).
-  c.eval = ml_collections.ConfigDict(dict(
-      every_epochs=0, at_end=True, tasks="", video=True, **dataclasses.asdict(protocol.DEFAULT)))
+  c.pretrained = section(run_config.PretrainedConfig())
+  c.diffusion = section(DiffusionConfig())
+  # The procedural task (synthetic only) renders at the model's size, for the model's cameras.
+  c.data = section(DataConfig(image_size=model.vision.image_size, num_cameras=model.num_cameras))
+  c.optim = section(run_config.OptimConfig())
+  c.train = section(run_config.TrainConfig())
+  c.eval = section(run_config.EvalConfig())
   return c
 
 
-def data_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The shipped MetaWorld demos by default (data/sources.py). `source="synthetic"` selects the
-  procedural reaching task (the keys under "synthetic only" apply to it)."""
-  return ml_collections.ConfigDict(dict(
-      source="metaworld",
-      path=placeholder(str),  # an episode dataset directory; None: the one shipped in the package
-      cameras="",  # comma-separated camera names; "": all cameras in the dataset
-      tasks="",  # comma-separated task names; "": all tasks in the dataset
-      max_episodes_per_task=placeholder(int),
-      # Diffusion Policy's augmentation: a random window of crop_fraction of the frame at training, the
-      # center window at evaluation; the model resizes it to model.vision.image_size (72 x 0.89 = 64).
-      random_crop=True, crop_fraction=0.89,
-      # Training only: this fraction of examples sees the mean state instead of its own (data/loader.py).
-      state_dropout=0.0,
-      # Held-out validation episodes (whole episodes), drawn with split_seed, not train.seed: changing the
-      # training seed must not change which demos are held out.
-      val_fraction=0.1, split_seed=0, max_text_len=64,
-      # "byte" (UTF-8 bytes, no files) or "bpe" (the instruction BPE shipped in the package: ~4x shorter
-      # prompts, data/instruction_bpe.py); a pretrained.llm folder brings its own tokenizer instead.
-      tokenizer="byte",
-      # synthetic only:
-      num_episodes=60, seed=0, image_size=model.vision.image_size, num_cameras=model.num_cameras))
+def section(defaults) -> ml_collections.ConfigDict:
+  """An ml_collections section holding a config dataclass's values. A field that may be None becomes a
+  typed placeholder, so `--config.train.max_steps=100` parses as an int and `--config.x=None` works."""
+  hints = typing.get_type_hints(type(defaults))
+  values = {}
+  for field in dataclasses.fields(defaults):
+    value = getattr(defaults, field.name)
+    options = typing.get_args(hints[field.name])
+    if type(None) in options:
+      kind = next(k for k in options if k is not type(None))
+      value = placeholder(kind, value)
+    values[field.name] = value
+  return ml_collections.ConfigDict(values)
 
 
 def synthetic_data(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -145,6 +110,11 @@ def synthetic_data(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def placeholder(kind, default=None):
   """A typed field that may be None (`--config.x=None` works, a wrong type is an error)."""
   return ml_collections.config_dict.FieldReference(default, field_type=kind)
+
+
+def typed(config: ml_collections.ConfigDict) -> run_config.RunConfig:
+  """The typed run config of an ml_collections one (what the entry points pass down)."""
+  return run_config.RunConfig.from_dict(config.to_dict())
 
 
 def broken_recipe(model: ml_collections.ConfigDict, *, preset: str) -> ml_collections.ConfigDict:

@@ -21,7 +21,7 @@ from tinyvla_jax import cli
 
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
-from tinyvla_jax.pretrained.backbones import resolve_config
+from tinyvla_jax.run_config import RunConfig, with_backbones
 from tinyvla_jax.training.optimizer import trainable_labels
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:s", lock_config=True)
@@ -74,15 +74,15 @@ def main(argv):
   cfg = cli.config_value(_CONFIG)
   if cfg is None:
     raise app.UsageError("pass --config configs/fixed.py:PRESET")
-  cfg = resolve_config(cfg)
-  model_cfg = VLAConfig.from_dict(cfg.model.to_dict())
+  run = with_backbones(RunConfig.from_dict(cfg.to_dict()))
+  model_cfg = run.model
   h, f = model_cfg.head, model_cfg.finetune
-  title = (f"preset {cfg.get('preset', '?')}: vision {model_cfg.vision.image_size}px/{model_cfg.vision.patch_size} "
+  title = (f"preset {run.preset}: vision {model_cfg.vision.image_size}px/{model_cfg.vision.patch_size} "
            f"x{model_cfg.vision.depth}, LLM {model_cfg.language.hidden_size}x{model_cfg.language.num_hidden_layers}, "
            f"head down_dims {tuple(h.down_dims)}, action_dim {h.action_dim}, state_dim {h.state_dim}; "
            f"finetune vision={f.vision} language={f.language}"
            + (f" (LoRA r={f.lora_rank}, alpha={f.lora_alpha:g})" if "lora" in (f.vision, f.language) else ""))
-  frozen = tuple(cfg.optim.frozen or ()) if "optim" in cfg else ()
+  frozen = run.optim.frozen
   print(format_table(component_counts(model_cfg), title, trainable=component_counts(model_cfg, frozen=frozen)))
 
 

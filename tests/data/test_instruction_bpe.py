@@ -29,27 +29,29 @@ def test_shipped_file_placeholder_and_prompt_lengths():
 
 
 def test_checkpoint_asset_round_trip():
-  c = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
-  c.data.tokenizer = "bpe"
-  tok = make_tokenizer(c)
+  tok = make_tokenizer("bpe")
   again = tokenizer_from_assets({"tokenizer": tok.to_asset()})
   for text in INSTRUCTIONS:
     for a, b in zip(tok.encode_prompt(text, max_length=24), again.encode_prompt(text, max_length=24)):
       np.testing.assert_array_equal(a, b)
-  c.data.tokenizer = "words"
   with pytest.raises(ValueError, match="data.tokenizer='words' must be one of"):
-    make_tokenizer(c)
+    make_tokenizer("words")
+  c = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
+  c.data.tokenizer = "words"  # refused as soon as the run config is built
+  with pytest.raises(ValueError, match=r"--config.data.tokenizer='words' must be one of \('byte', 'bpe'\)"):
+    recipes.typed(c)
 
 
 def test_tokenizer_choice_sets_the_placeholder_and_checks_the_vocabulary():
-  from tinyvla_jax.pretrained.backbones import resolve_config
+  from tinyvla_jax.run_config import with_backbones
   c = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
-  assert resolve_config(c) is c  # the byte tokenizer's placeholder is the preset's
+  run = recipes.typed(c)
+  assert with_backbones(run) is run  # the byte tokenizer's placeholder is the preset's
   c.data.tokenizer = "bpe"
   with pytest.raises(ValueError, match="set --config.model.language.vocab_size=513"):
-    resolve_config(c)
+    with_backbones(recipes.typed(c))
   c.model.language.vocab_size = 513
-  assert resolve_config(c).model.image_token_id == instruction_bpe.SHIPPED_IMAGE_TOKEN_ID
+  assert with_backbones(recipes.typed(c)).model.image_token_id == instruction_bpe.SHIPPED_IMAGE_TOKEN_ID
 
 
 def test_shipped_file_is_what_the_training_script_makes():

@@ -9,6 +9,7 @@ from tinyvla_jax.data import augment
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.loader import ChunkLoader, compute_stats
 from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
+from tinyvla_jax.data.preprocess import Preprocessor
 
 
 def episodes(n=3, t=7, size=10):
@@ -19,8 +20,14 @@ def episodes(n=3, t=7, size=10):
           for i in range(n)]
 
 
-def loader(eps, **kw):
-  args = dict(tokenizer=ByteTokenizer(), stats=compute_stats(eps), horizon=4, batch_size=4, max_text_len=32, seed=3)
+def preprocessor(eps, *, crop_size=None, obs_steps=1):
+  return Preprocessor(stats=compute_stats(eps), tokenizer=ByteTokenizer(), max_text_len=32, crop_window=crop_size,
+                      obs_steps=obs_steps)
+
+
+def loader(eps, *, crop_size=None, obs_steps=1, **kw):
+  args = dict(preprocess=preprocessor(eps, crop_size=crop_size, obs_steps=obs_steps), horizon=4, batch_size=4,
+              seed=3)
   args.update(kw)
   return ChunkLoader(eps, **args)
 
@@ -97,3 +104,32 @@ def test_observation_history_stacks_previous_frames_and_states_oldest_first():
     np.testing.assert_array_equal(a[k], b[k])
   with pytest.raises(ValueError, match="model.obs_steps=0"):
     loader(eps, obs_steps=0)
+
+
+def test_inference_preprocesses_exactly_as_the_loader():
+  """One pipeline: the policy's observation from an episode's frames equals the validation batch's example."""
+  eps = episodes(n=2, t=6, size=10)
+  ld = loader(eps, crop_size=8, obs_steps=3, shuffle=False, batch_size=1)
+  pre = ld.preprocess
+  for e, t in [(0, 0), (0, 1), (1, 5)]:
+    ep = eps[e]
+    batch = ld.make_batch(np.array([[e, t]]))  # no rng: the center window, as at inference
+    seen = range(max(t - 2, 0), t + 1)  # what a policy has observed so far in the episode (up to 3 steps)
+    obs = pre.observation([ep.images[s] for s in seen], [ep.states[s] for s in seen], pre.encode_prompt(ep.instruction))
+    for key in ("images", "state", "tokens", "token_mask"):
+      np.testing.assert_array_equal(obs[key], batch[key], err_msg=f"{key} at ({e}, {t})")
+  np.testing.assert_allclose(pre.unnormalize_actions(pre.normalize_actions(eps[0].actions)), eps[0].actions, atol=1e-6)
+
+
+def test_the_pipeline_round_trips_through_checkpoint_assets():
+  import json
+  pre = preprocessor(episodes(), crop_size=8, obs_steps=2)
+  assets = json.loads(json.dumps(pre.to_assets()))
+  again = Preprocessor.from_assets(assets, max_text_len=1, obs_steps=1)  # the stored values win
+  assert (again.crop_window, again.obs_steps, again.max_text_len) == (8, 2, 32)
+  np.testing.assert_array_equal(again.stats.action_min, pre.stats.action_min)
+  assert again.encode_prompt("open")[0].tolist() == pre.encode_prompt("open")[0].tolist()
+  # A checkpoint from before the pipeline was stored: its crop window is in the data info, the rest in the config.
+  old = dict(norm_stats=assets["norm_stats"], tokenizer=assets["tokenizer"], data=dict(crop_window=8))
+  legacy = Preprocessor.from_assets(old, max_text_len=32, obs_steps=2)
+  assert (legacy.crop_window, legacy.obs_steps, legacy.max_text_len) == (8, 2, 32)

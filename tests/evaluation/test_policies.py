@@ -10,13 +10,16 @@ import pytest
 
 from tinyvla_jax import presets, recipes
 from tinyvla_jax.data.normalize import NormStats
+from tinyvla_jax.data.preprocess import Preprocessor
 from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
+from tinyvla_jax.diffusion.config import DiffusionConfig
 from tinyvla_jax.evaluation import protocol as protocol_lib
 from tinyvla_jax.evaluation.execution import make_execution
 from tinyvla_jax.evaluation.policies import RandomPolicy, VLAPolicy
 from tinyvla_jax.evaluation.rollout import wilson_interval
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
+from tinyvla_jax.recipes import typed
 
 
 @dataclasses.dataclass
@@ -33,10 +36,9 @@ def make_policy(obs_steps=1, seed=0):
   params = jax.jit(lambda r: init_params(model, r, text_len=48))(jax.random.key(0))
   stats = NormStats(action_min=-np.ones(4, np.float32), action_max=np.ones(4, np.float32),
                     state_mean=np.zeros(4, np.float32), state_std=np.ones(4, np.float32))
-  diffusion = recipes.diffusion_config().to_dict()
-  diffusion["num_inference_steps"] = 2
-  return VLAPolicy(model=model, params=params, stats=stats, tokenizer=ByteTokenizer(), max_text_len=48,
-                   diffusion=diffusion, crop_window=None, seed=seed)
+  diffusion = DiffusionConfig(num_inference_steps=2)
+  preprocess = Preprocessor(stats=stats, tokenizer=ByteTokenizer(), max_text_len=48, obs_steps=obs_steps)
+  return VLAPolicy(model=model, params=params, preprocess=preprocess, diffusion=diffusion, seed=seed)
 
 
 def observation(i):
@@ -110,7 +112,7 @@ def test_training_and_the_cli_share_one_protocol():
 
   import tinyvla_jax.evaluate  # noqa: F401 - defines the CLI's flags
   c = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny")
-  from_config = protocol_lib.Protocol.from_config(c.eval)
+  from_config = typed(c).eval.protocol
   assert from_config == protocol_lib.DEFAULT
   for field in dataclasses.fields(protocol_lib.Protocol):
     assert flags.FLAGS[field.name].default == getattr(protocol_lib.DEFAULT, field.name), field.name

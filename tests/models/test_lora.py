@@ -16,9 +16,11 @@ from tinyvla_jax.models.config import LoraConfig, VLAConfig
 from tinyvla_jax.models.layers import Dense
 from tinyvla_jax.models.lora import is_adapter, merge_lora
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, example_inputs, init_params
-from tinyvla_jax.recipes import fixed_recipe
 from tinyvla_jax.training.optimizer import make_optimizer, trainable_labels
 from tinyvla_jax.training.state import create_train_state
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
+from tinyvla_jax.training.objectives import denoising
+from tinyvla_jax.run_config import OptimConfig
 from tinyvla_jax.training.step import make_train_step
 
 
@@ -139,12 +141,11 @@ def test_merge_gives_the_unmerged_outputs(lora_model):
 def test_a_train_step_changes_only_adapters_projector_and_head(lora_model):
   config, params = lora_model
   model = UnifiedTinyVLAModel(config)
-  optim = fixed_recipe(presets.model_preset("tiny"), preset="tiny").optim
-  optim.learning_rate = 1e-2
+  optim = OptimConfig(learning_rate=1e-2)  # the seed's optimizer otherwise
   tx, lr = make_optimizer(optim, total_steps=10, params=params, finetune=config.finetune)
   state = create_train_state(params=params, tx=tx, rng=jax.random.key(1), use_ema=False)
-  step = jax.jit(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=make_schedule(
-      num_train_steps=100)))
+  step = jax.jit(make_train_step(
+      objective=denoising(DiffusionPolicy(model, schedule=make_schedule(num_train_steps=100))), tx=tx, lr_schedule=lr))
   x = inputs(config)
   batch = dict(images=x["images"], tokens=x["tokens"], token_mask=x["token_mask"], state=x["state"],
                actions=jnp.clip(x["noisy_actions"], -1, 1), action_mask=jnp.ones((2, 8), bool))

@@ -12,7 +12,7 @@ from tinyvla_jax import presets
 from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.models.config import VLAConfig
-from tinyvla_jax.models.sampling import make_action_sampler, sample_actions
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params, splice_image_tokens
 
 TOKENIZER = ByteTokenizer()
@@ -108,7 +108,7 @@ def test_sampler_compiles_once_and_returns_bounded_chunks(tiny):
   schedule = make_schedule()
 
   def fn(params, rng, obs):
-    return sample_actions(model, params, rng, **obs, schedule=schedule, num_inference_steps=10)
+    return DiffusionPolicy(model, schedule=schedule, num_inference_steps=10).sample_actions(params, rng, **obs)
 
   sampler = jax.jit(chex.assert_max_traces(fn, n=1))
   obs = observation(cfg, 3)
@@ -119,7 +119,7 @@ def test_sampler_compiles_once_and_returns_bounded_chunks(tiny):
     assert bool(jnp.all(jnp.isfinite(chunk))) and float(jnp.abs(chunk).max()) <= 1.0
   assert float(jnp.abs(a - b).max()) > 1e-3
   # The public jitted sampler gives the same chunk for the same key.
-  public = make_action_sampler(model, schedule=schedule, num_inference_steps=10)
+  public = DiffusionPolicy(model, schedule=schedule, num_inference_steps=10).jitted_sampler()
   np.testing.assert_allclose(public(params, jax.random.key(1), **obs), a, atol=1e-5)
 
 

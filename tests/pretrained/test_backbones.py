@@ -21,7 +21,10 @@ from builders import TINY_LANGUAGE, TINY_VISION, random_language_params, random_
 from tinyvla_jax import presets, recipes
 from tinyvla_jax.data.tokenizer import tokenizer_from_assets
 from tinyvla_jax.models.lora import is_adapter
-from tinyvla_jax.pretrained import backbones, hf_export, hf_folder
+from tinyvla_jax.pretrained import hf_export, hf_folder
+from tinyvla_jax.recipes import typed
+from tinyvla_jax.run_config import with_backbones
+from tinyvla_jax.training.workdir import config_differences
 from tinyvla_jax.training import loop
 from tinyvla_jax.checkpoints import Checkpointer
 
@@ -46,18 +49,18 @@ def paper_config(folders, preset="s"):
   return c
 
 
-def test_resolve_config_takes_sizes_from_the_folders(folders):
-  c = paper_config(folders)
-  resolved = backbones.resolve_config(c)
+def test_with_backbones_takes_sizes_from_the_folders(folders):
+  c = typed(paper_config(folders))
+  resolved = with_backbones(c)
   assert resolved is not c and c.model.language.hidden_size == 512  # the run's config is not modified
-  assert resolved.model.language.to_dict() == dataclasses.asdict(LANGUAGE)
+  assert resolved.model.language == LANGUAGE
   assert resolved.model.image_token_id == 300  # the tokenizer's first free id
   # An exported tower is cut at its feature layer and says so: its last layer is read.
   assert (resolved.model.vision.depth, resolved.model.vision.select_layer) == (1, -1)
   assert resolved.model.vision.width == 32 and resolved.model.head.down_dims == (256, 512, 1024)
   assert resolved.model.finetune.language == "lora"
-  nothing = recipes.fixed_recipe(presets.model_preset("s"), preset="s")
-  assert backbones.resolve_config(nothing) is nothing
+  nothing = typed(recipes.fixed_recipe(presets.model_preset("s"), preset="s"))
+  assert with_backbones(nothing) is nothing
 
 
 def test_a_hugging_face_tower_keeps_the_presets_select_layer(tmp_path):
@@ -79,7 +82,7 @@ def test_a_tokenizer_without_a_free_id_is_an_error(folders, tmp_path):
   c = paper_config(folders)
   c.pretrained.llm = str(tmp_path)
   with pytest.raises(ValueError, match="uses every id of the LLM's 300-row embedding"):
-    backbones.resolve_config(c)
+    with_backbones(typed(c))
 
 
 def micro_run_config(folders, **train):
@@ -94,7 +97,7 @@ def micro_run_config(folders, **train):
 
 def test_training_from_folders_with_lora(folders, tmp_path):
   workdir = str(tmp_path / "run")
-  result = loop.train(micro_run_config(folders, max_steps=2), workdir=workdir, progress=False)
+  result = loop.train(typed(micro_run_config(folders, max_steps=2)), workdir=workdir, progress=False)
   params = jax.device_get(result.state.params)
 
   # The backbones' base weights are the folders' and, under LoRA, stay exactly so; adapters trained.
@@ -115,8 +118,8 @@ def test_training_from_folders_with_lora(folders, tmp_path):
   assert tok.image_token_id == 300 and tok.json_text == pathlib.Path(folders["llm"], "tokenizer.json").read_text()
 
   # A resumed run resolves the same config from the folders, so it matches the stored one.
-  again = backbones.resolve_config(micro_run_config(folders, max_steps=2))
-  assert loop.config_differences(stored, loop.config_json(again)) == []
+  again = with_backbones(typed(micro_run_config(folders, max_steps=2)))
+  assert config_differences(stored, again.to_dict()) == []
 
   # Export: adapters merged into the kernels, read back by the folder loader.
   out = tmp_path / "exported"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -74,14 +73,13 @@ def test_assets_rebuild_the_same_tokenizer(hf_tokenizer, tokenizer_json):
 
 
 def test_make_tokenizer_follows_pretrained_llm(hf_tokenizer, tokenizer_json, tmp_path):
-  config = ml_collections.ConfigDict({"pretrained": {"llm": None, "vision": None}})
-  assert isinstance(make_tokenizer(config), ByteTokenizer)
-  assert isinstance(make_tokenizer(ml_collections.ConfigDict()), ByteTokenizer)
-  config.pretrained.llm = str(tmp_path)
+  assert isinstance(make_tokenizer("byte", llm_folder=None), ByteTokenizer)
+  assert isinstance(make_tokenizer(), ByteTokenizer)
+  folder = str(tmp_path)
   with pytest.raises(ValueError, match="tokenizer.json not found: a pretrained LLM folder needs its tokenizer.json"):
-    make_tokenizer(config)
+    make_tokenizer("byte", llm_folder=folder)
   (tmp_path / "tokenizer.json").write_text(tokenizer_json[:100])
   with pytest.raises(ValueError, match="is not a readable tokenizers file"):
-    make_tokenizer(config)
+    make_tokenizer("byte", llm_folder=folder)
   (tmp_path / "tokenizer.json").write_text(tokenizer_json)
-  assert make_tokenizer(config).image_token_id == 300
+  assert make_tokenizer("bpe", llm_folder=folder).image_token_id == 300  # the folder's wins over data.tokenizer

@@ -40,11 +40,13 @@ def test_train_step_ema_copies_the_first_updates_then_averages():
   from test_step import SCHEDULE, make_batch, optim_config, setup  # the step tests' linear model and batches
 
   from tinyvla_jax.training.optimizer import make_optimizer
+  from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
+  from tinyvla_jax.training.objectives import denoising
   from tinyvla_jax.training.step import make_train_step
   model, state, _ = setup(ema_decay=0.9999)
   tx, lr = make_optimizer(optim_config(), total_steps=100, params=state.params)
-  step = jax.jit(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=SCHEDULE,
-                                 ema_decay=0.9999, ema_power=0.75))
+  step = jax.jit(make_train_step(objective=denoising(DiffusionPolicy(model, schedule=SCHEDULE)), tx=tx,
+                                 lr_schedule=lr, ema_decay=0.9999, ema_power=0.75))
   for i in range(2):
     state, _ = step(state, make_batch(i))
     jax.tree.map(lambda e, p: np.testing.assert_array_equal(e, p), state.ema_params, state.params)

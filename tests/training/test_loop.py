@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
@@ -14,13 +13,14 @@ import pytest
 from micro import micro_config
 
 from tinyvla_jax import presets, recipes
+from tinyvla_jax.recipes import typed
 from tinyvla_jax.training import loop
 from tinyvla_jax.checkpoints import Checkpointer
 from tinyvla_jax.training.metrics import read_metrics
 
 
 def steps_per_epoch(config) -> int:
-  train_loader = loop.load_data(config, loop.model_config(config)).train
+  train_loader = loop.load_data(typed(config)).train
   return train_loader.steps_per_epoch
 
 
@@ -28,12 +28,12 @@ def test_train_writes_metrics_checkpoints_and_resumes_exactly(tmp_path):
   config = micro_config()
   spe = steps_per_epoch(config)
   stop_at = spe + 3  # mid-epoch 2
-  straight = loop.train(config, workdir=str(tmp_path / "straight"), progress=False)
+  straight = loop.train(typed(config), workdir=str(tmp_path / "straight"), progress=False)
 
   part = micro_config(max_steps=stop_at)
-  first = loop.train(part, workdir=str(tmp_path / "resumed"), progress=False)
+  first = loop.train(typed(part), workdir=str(tmp_path / "resumed"), progress=False)
   assert first.stopped_early and int(first.state.step) == stop_at
-  second = loop.train(micro_config(), workdir=str(tmp_path / "resumed"), progress=False)
+  second = loop.train(typed(micro_config()), workdir=str(tmp_path / "resumed"), progress=False)
   assert not second.stopped_early and int(second.state.step) == 2 * spe
 
   # Bitwise equal on CPU: same data order (seed + batches seen) and same per-step rng.
@@ -51,30 +51,30 @@ def test_train_writes_metrics_checkpoints_and_resumes_exactly(tmp_path):
   ckpt = Checkpointer(str(tmp_path / "straight"))
   assets, stored = ckpt.restore_json()
   ckpt.close()
-  assert stored == json.loads(config.to_json())
+  assert stored == typed(config).to_dict()
   assert set(assets["norm_stats"]) == {"action_min", "action_max", "state_mean", "state_std"}
 
 
 def test_config_mismatch_on_resume_is_an_error_unless_overwrite(tmp_path):
-  loop.train(micro_config(max_steps=1), workdir=str(tmp_path), progress=False)
+  loop.train(typed(micro_config(max_steps=1)), workdir=str(tmp_path), progress=False)
   other = micro_config(max_steps=1)
   other.optim.learning_rate = 5e-4
   with pytest.raises(ValueError, match=r"optim.learning_rate: 0.0001 -> 0.0005.*--overwrite"):
-    loop.train(other, workdir=str(tmp_path), progress=False)
-  result = loop.train(other, workdir=str(tmp_path), overwrite=True, progress=False)
+    loop.train(typed(other), workdir=str(tmp_path), progress=False)
+  result = loop.train(typed(other), workdir=str(tmp_path), overwrite=True, progress=False)
   assert int(result.state.step) == 1
 
 
 def test_torn_newest_checkpoint_falls_back_to_the_previous_step(tmp_path):
-  loop.train(micro_config(max_steps=1), workdir=str(tmp_path), progress=False)
-  loop.train(micro_config(max_steps=2), workdir=str(tmp_path), progress=False)
+  loop.train(typed(micro_config(max_steps=1)), workdir=str(tmp_path), progress=False)
+  loop.train(typed(micro_config(max_steps=2)), workdir=str(tmp_path), progress=False)
   # Truncate every file of the newest step's train state, as a crash mid-write on a bad disk would.
   newest = tmp_path / "checkpoints" / "2" / "train_state"
   for root, _, files in os.walk(newest):
     for f in files:
       open(os.path.join(root, f), "w").close()
   with pytest.warns(UserWarning, match="2"):
-    result = loop.train(micro_config(max_steps=3), workdir=str(tmp_path), progress=False)
+    result = loop.train(typed(micro_config(max_steps=3)), workdir=str(tmp_path), progress=False)
   assert int(result.state.step) == 3  # resumed from step 1, trained steps 2 and 3 again
 
 
@@ -83,7 +83,7 @@ def test_too_many_skipped_batches_fail_fast_with_the_step_range(tmp_path):
   config.optim.learning_rate = 1e30  # the first update blows the params up: every later loss is inf/nan
   config.optim.grad_clip_norm = None
   with pytest.raises(loop.NonFiniteTrainingError, match=r"consecutive batches .*batches \d+-\d+"):
-    loop.train(config, workdir=str(tmp_path), progress=False)
+    loop.train(typed(config), workdir=str(tmp_path), progress=False)
 
 
 def test_broken_config_really_uses_torch_default_init_and_loss_scaling():
@@ -108,13 +108,13 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
       yield batch
 
   monkeypatch.setattr(ChunkLoader, "batches", batches_then_sigterm)
-  result = loop.train(micro_config(), workdir=str(tmp_path), progress=False)
+  result = loop.train(typed(micro_config()), workdir=str(tmp_path), progress=False)
   assert result.stopped_early and int(result.state.step) == 3  # the step in flight finished, then saved
   ckpt = Checkpointer(str(tmp_path))
   assert ckpt.latest_step() == 3
   ckpt.close()
   monkeypatch.setattr(ChunkLoader, "batches", original)
-  resumed = loop.train(micro_config(max_steps=4), workdir=str(tmp_path), progress=False)
+  resumed = loop.train(typed(micro_config(max_steps=4)), workdir=str(tmp_path), progress=False)
   assert int(resumed.state.step) == 4
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
@@ -122,17 +122,19 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
 def test_the_vla_learns_a_fixed_batch_and_its_step_compiles_once():
   from tinyvla_jax.diffusion.schedule import make_schedule
   from tinyvla_jax.models.vla import UnifiedTinyVLAModel
-  from tinyvla_jax.training.step import make_eval_step, make_train_step
+  from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
+  from tinyvla_jax.training.objectives import denoising
+  from tinyvla_jax.training.step import make_train_step
   config = micro_config()
   config.optim.learning_rate = 1e-3
-  model_cfg = loop.model_config(config)
-  train_loader = loop.load_data(config, model_cfg).train
+  model_cfg = typed(config).model
+  train_loader = loop.load_data(typed(config)).train
   model = UnifiedTinyVLAModel(model_cfg)
-  state, tx, lr = loop.build_state(config, model, total_steps=100)
+  state, tx, lr = loop.build_state(typed(config), model, total_steps=100)
   schedule = make_schedule(num_train_steps=100)
-  step = jax.jit(chex.assert_max_traces(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr,
-                                                        noise_schedule=schedule), n=1))
-  evaluate = jax.jit(make_eval_step(apply_fn=model.apply, noise_schedule=schedule))
+  policy = DiffusionPolicy(model, schedule=schedule)
+  step = jax.jit(chex.assert_max_traces(make_train_step(objective=denoising(policy), tx=tx, lr_schedule=lr), n=1))
+  evaluate = jax.jit(policy.compute_loss)
   batch = next(train_loader.batches(0))
   # The same 8 draws of noise and timesteps before and after: only the parameters change.
   mean_loss = lambda p: np.mean([float(evaluate(p, batch, jax.random.key(k))) for k in range(8)])

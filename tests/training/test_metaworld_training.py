@@ -17,6 +17,7 @@ from tinyvla_jax.data import sources  # noqa: E402
 from tinyvla_jax.data.store import EpisodeStore  # noqa: E402
 from tinyvla_jax.evaluation.periodic import PeriodicEvaluation  # noqa: E402
 from tinyvla_jax.evaluation.policies import VLAPolicy  # noqa: E402
+from tinyvla_jax.recipes import typed  # noqa: E402
 from tinyvla_jax.sim import metaworld as mw  # noqa: E402
 from tinyvla_jax.training import loop  # noqa: E402
 from tinyvla_jax.training.metrics import read_metrics  # noqa: E402
@@ -46,8 +47,9 @@ def micro_metaworld_config():
 
 def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   workdir = str(tmp_path / "run")
-  config = micro_metaworld_config()
-  config.eval.max_steps = 20
+  c = micro_metaworld_config()
+  c.eval.max_steps = 20
+  config = typed(c)
   result = loop.train(config, workdir=workdir, progress=False, epoch_hook=PeriodicEvaluation.for_run)
   assert result.history and np.isfinite(result.history[0]["train_loss"])
   evals = [m for m in read_metrics(workdir) if m["split"] == "eval"]
@@ -57,7 +59,7 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   # Evaluating the checkpoint afterwards, with the same protocol, replays the same episodes exactly: the
   # same setups, the same sampling noise (a function of seed, task and episode only), the same outcome.
   from tinyvla_jax.evaluation import protocol as protocol_lib
-  again, _ = protocol_lib.evaluate_checkpoint(workdir, protocol=protocol_lib.Protocol.from_config(config.eval),
+  again, _ = protocol_lib.evaluate_checkpoint(workdir, protocol=config.eval.protocol,
                                               out=str(tmp_path / "again"), video=False, progress=False)
   assert again["tasks"][TASK]["setups"] == summary["tasks"][TASK]["setups"]
   # Executing more actions than a chunk holds is refused before any rollout, naming the flag and the horizon.
@@ -72,7 +74,7 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   # The checkpoint alone is a policy: params, statistics, tokenizer, crop and the data's setups.
   policy, info = VLAPolicy.from_workdir(workdir)
   data = info["assets"]["data"]
-  assert data["crop_window"] == 64 and data["tasks"] == [TASK]
+  assert data["crop_window"] == 64 and data["tasks"] == [TASK] and policy.preprocess.crop_window == 64
   # Every setup in the dataset is excluded from evaluation, not only the episodes this run loaded.
   shipped = EpisodeStore(sources.SHIPPED_DATASET).setup_seeds()[TASK]
   assert set(data["setup_seeds"][TASK]) == shipped
@@ -82,9 +84,8 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   chunk = policy(obs)
   env.close()
   # The policy the run evaluated with during training acts exactly as the one restored from its checkpoint.
-  in_training = VLAPolicy(model=policy.model, params=result.state.inference_params, stats=policy.stats,
-                          tokenizer=policy.tokenizer, max_text_len=config.data.max_text_len,
-                          diffusion=config.diffusion.to_dict(), crop_window=data["crop_window"], seed=policy.seed)
+  in_training = VLAPolicy(model=policy.model, params=result.state.inference_params, preprocess=policy.preprocess,
+                          diffusion=config.diffusion, seed=policy.seed)
   in_training.start_episode(TASK, "press the button from the top", episode=2)
   np.testing.assert_array_equal(in_training(obs), chunk)
   assert chunk.shape == (8, 4) and np.isfinite(chunk).all()
@@ -97,11 +98,11 @@ def test_closed_loop_eval_refuses_non_metaworld_runs(tmp_path):
   c = recipes.synthetic_data(micro_metaworld_config())
   c.data.num_episodes = 4
   with pytest.raises(ValueError, match="needs a MetaWorld-trained checkpoint"):
-    loop.train(c, workdir=str(tmp_path), progress=False, epoch_hook=PeriodicEvaluation.for_run)
+    loop.train(typed(c), workdir=str(tmp_path), progress=False, epoch_hook=PeriodicEvaluation.for_run)
 
 
 def test_periodic_evaluation_without_its_hook_is_one_line_at_start(tmp_path):
   # The training loop does not import the simulator; asked to evaluate without the hook, it says how.
   with pytest.raises(ValueError, match="eval.every_epochs=1 needs the closed-loop evaluation hook"):
-    loop.train(micro_metaworld_config(), workdir=str(tmp_path / "run"), progress=False)
+    loop.train(typed(micro_metaworld_config()), workdir=str(tmp_path / "run"), progress=False)
   assert not os.path.exists(tmp_path / "run")

@@ -28,6 +28,7 @@ from tinyvla_jax.data.normalize import NormStats
 from tinyvla_jax.data.sources import SHIPPED_DATASET
 from tinyvla_jax.errors import CheckpointError, UserError
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel
+from tinyvla_jax.recipes import typed
 from tinyvla_jax.training import loop
 from tinyvla_jax.checkpoints import Checkpointer
 from tinyvla_jax.training.metrics import read_metrics
@@ -67,10 +68,10 @@ def assert_one_line_error(code, last, stderr, expected):
 # --- kills, locks, signals ------------------------------------------------------------------------
 
 def final_state(workdir: str, config):
-  model_cfg = loop.model_config(config)
+  model_cfg = typed(config).model
   model = UnifiedTinyVLAModel(model_cfg)
-  spe = loop.load_data(config, model_cfg).train.steps_per_epoch
-  abstract = jax.eval_shape(lambda: loop.build_state(config, model, total_steps=config.train.epochs * spe,
+  spe = loop.load_data(typed(config)).train.steps_per_epoch
+  abstract = jax.eval_shape(lambda: loop.build_state(typed(config), model, total_steps=config.train.epochs * spe,
                                                      pretrained=False)[0])
   with Checkpointer(workdir) as ckpt:
     return ckpt.restore(train_state_target=abstract).train_state
@@ -194,7 +195,7 @@ def test_sigterm_while_training_saves_and_exits_143(tmp_path, monkeypatch):
       yield batch
 
   monkeypatch.setattr(ChunkLoader, "batches", batches_then_sigterm)
-  result = loop.train(micro_config(), workdir=str(tmp_path), progress=False)
+  result = loop.train(typed(micro_config()), workdir=str(tmp_path), progress=False)
   assert result.signal == signal.SIGTERM and int(result.state.step) == 3
   with Checkpointer(str(tmp_path)) as ckpt:
     assert ckpt.latest_step() == 3
@@ -214,7 +215,7 @@ def test_a_second_signal_stops_at_once_without_saving(tmp_path, monkeypatch):
 
   monkeypatch.setattr(ChunkLoader, "batches", batches_then_two_signals)
   with pytest.raises(Interrupted, match=r"second signal \(SIGINT\): stopped without saving") as info:
-    loop.train(micro_config(), workdir=str(tmp_path), progress=False)
+    loop.train(typed(micro_config()), workdir=str(tmp_path), progress=False)
   assert info.value.exit_code == 128 + signal.SIGINT
   assert not Checkpointer.exists(str(tmp_path))
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
@@ -268,11 +269,13 @@ def test_read_only_workdir_fails_before_loading_data(tmp_path):
 
 
 def test_config_mismatch_fails_before_loading_data(tmp_path):
-  loop.train(micro_config(max_steps=1), workdir=str(tmp_path), progress=False)
+  loop.train(typed(micro_config(max_steps=1)), workdir=str(tmp_path), progress=False)
+  # A valid config whose data cannot load (no such dataset): the mismatch is reported first.
   code, last, stderr = run(cli("--config", MICRO, "--workdir", str(tmp_path), "--config.optim.learning_rate=0.5",
-                               "--config.data.num_episodes=0"))
+                               "--config.data.source=metaworld", "--config.data.path=/nonexistent/dataset"))
   assert_one_line_error(code, last, stderr, last[len("error: "):])
-  assert "holds a run with another config (data.num_episodes: 8 -> 0; optim.learning_rate: 0.0001 -> 0.5)" in last
+  assert ("holds a run with another config (data.path: None -> '/nonexistent/dataset'; data.source: 'synthetic' "
+          "-> 'metaworld'; optim.learning_rate: 0.0001 -> 0.5)") in last
   assert "--overwrite" in last
 
 
@@ -300,8 +303,8 @@ def test_corrupt_dataset_chunk_is_named(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_every_checkpoint_damaged_is_one_line_that_says_overwrite(tmp_path):
-  loop.train(micro_config(max_steps=1), workdir=str(tmp_path), progress=False)
-  loop.train(micro_config(max_steps=2), workdir=str(tmp_path), progress=False)
+  loop.train(typed(micro_config(max_steps=1)), workdir=str(tmp_path), progress=False)
+  loop.train(typed(micro_config(max_steps=2)), workdir=str(tmp_path), progress=False)
   for step_dir in (tmp_path / "checkpoints").iterdir():
     biggest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     data = bytearray(biggest.read_bytes())
@@ -340,7 +343,7 @@ def test_bad_numbers_are_refused_before_anything_is_written(tmp_path, key, value
   section, name = key.split(".")
   config[section][name] = value
   with pytest.raises(UserError) as info:
-    loop.train(config, workdir=str(tmp_path / "run"), progress=False)
+    loop.train(typed(config), workdir=str(tmp_path / "run"), progress=False)
   assert str(info.value) == message.replace("HORIZON", str(config.model.head.horizon))
   assert not (tmp_path / "run").exists()
 
@@ -359,19 +362,19 @@ def test_a_failing_save_stops_the_run_at_once_and_keeps_the_previous_step(tmp_pa
   monkeypatch.setattr(ocp.CheckpointManager, "save", save_then_full_disk)
   config = micro_config(checkpoint_every_steps=2)
   with pytest.raises(CheckpointError, match=r"saving checkpoint step 4 .*No space left on device.*step 2 is intact"):
-    loop.train(config, workdir=str(tmp_path), progress=False)
+    loop.train(typed(config), workdir=str(tmp_path), progress=False)
   assert calls == [2, 4]  # stopped at the failed save, not an epoch later
   monkeypatch.undo()
   with Checkpointer(str(tmp_path)) as ckpt:
     assert ckpt.all_steps() == [2]
   # The intact step resumes (its manifest verifies) and the run completes.
-  result = loop.train(micro_config(checkpoint_every_steps=2), workdir=str(tmp_path), progress=False)
+  result = loop.train(typed(micro_config(checkpoint_every_steps=2)), workdir=str(tmp_path), progress=False)
   assert not result.stopped_early
 
 
 def test_checkpoint_every_steps_bounds_the_lost_work(tmp_path):
   config = micro_config(checkpoint_every_steps=2, max_steps=5)
-  loop.train(config, workdir=str(tmp_path), progress=False)
+  loop.train(typed(config), workdir=str(tmp_path), progress=False)
   with Checkpointer(str(tmp_path), max_to_keep=10) as ckpt:
     assert ckpt.all_steps()[-3:] == [2, 4, 5]  # every 2 steps, and the stop at max_steps
 
@@ -383,25 +386,24 @@ def test_statistics_come_from_the_training_episodes_of_the_selected_tasks(tmp_pa
   config.data.val_fraction = 0.2
   config.data.random_crop = False
   config.data.crop_fraction = 1.0
-  model_cfg = loop.model_config(config)
-  model_cfg_data = loop.load_data(config, model_cfg)
+  model_cfg_data = loop.load_data(typed(config))
   from tinyvla_jax.data.episodes import split_episodes
   from tinyvla_jax.data.store import EpisodeStore
   episodes = EpisodeStore(SHIPPED_DATASET).load(tasks=["drawer-open-v3"])
   train_eps, val_eps = split_episodes(episodes, val_fraction=0.2, seed=config.data.split_seed)
   expected = np.concatenate([e.actions for e in train_eps]).max(0)
-  np.testing.assert_array_equal(model_cfg_data.stats.action_max, expected.astype(np.float32))
+  np.testing.assert_array_equal(model_cfg_data.preprocess.stats.action_max, expected.astype(np.float32))
   everything = np.concatenate([e.actions for e in EpisodeStore(SHIPPED_DATASET).load()]).max(0)
-  assert not np.array_equal(model_cfg_data.stats.action_max, everything.astype(np.float32))
+  assert not np.array_equal(model_cfg_data.preprocess.stats.action_max, everything.astype(np.float32))
 
 
 def test_the_split_seed_not_the_training_seed_picks_validation_episodes():
-  a = loop.load_data(micro_config(), loop.model_config(micro_config()))
+  a = loop.load_data(typed(micro_config()))
   other_train_seed = micro_config(seed=7)
-  b = loop.load_data(other_train_seed, loop.model_config(other_train_seed))
+  b = loop.load_data(typed(other_train_seed))
   assert [e.instruction for e in a.val.episodes] == [e.instruction for e in b.val.episodes]
   other_split = micro_config()
   other_split.data.split_seed = 3
-  c = loop.load_data(other_split, loop.model_config(other_split))
+  c = loop.load_data(typed(other_split))
   assert [id(e) for e in c.val.episodes] != [id(e) for e in a.val.episodes]
   assert {e.states.tobytes() for e in c.val.episodes} != {e.states.tobytes() for e in a.val.episodes}

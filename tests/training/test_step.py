@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from tinyvla_jax.diffusion.schedule import make_schedule, q_sample
-from tinyvla_jax.recipes import fixed_recipe
-from tinyvla_jax import presets
 from tinyvla_jax.training.optimizer import make_optimizer
 from tinyvla_jax.training.state import create_train_state
+from tinyvla_jax.run_config import OptimConfig
 from tinyvla_jax.training.step import make_train_step
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
+from tinyvla_jax.training.objectives import denoising, original_loss_scaling
 
 B, T, A, S, L = 3, 8, 2, 2, 5
 SCHEDULE = make_schedule(num_train_steps=100)
@@ -44,9 +45,8 @@ def make_batch(seed=0, **overrides):
 
 
 def optim_config(**kw):
-  c = fixed_recipe(presets.model_preset("tiny"), preset="tiny").optim
-  c.update(kw)
-  return c
+  """The seed's optimizer section (the dataclass defaults) with `kw` changed."""
+  return OptimConfig(**kw)
 
 
 def setup(ema_decay=None, loss_scale_threshold=None, optim=None):
@@ -56,8 +56,10 @@ def setup(ema_decay=None, loss_scale_threshold=None, optim=None):
                       noisy_actions=jnp.zeros((B, T, A)), timesteps=jnp.zeros((B,), jnp.int32))["params"]
   tx, lr = make_optimizer(optim or optim_config(), total_steps=100, params=params)
   state = create_train_state(params=params, tx=tx, rng=jax.random.key(1), use_ema=ema_decay is not None)
-  step = make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=SCHEDULE, ema_decay=ema_decay,
-                         loss_scale_threshold=loss_scale_threshold)
+  objective = denoising(DiffusionPolicy(model, schedule=SCHEDULE))
+  if loss_scale_threshold is not None:
+    objective = original_loss_scaling(objective, threshold=loss_scale_threshold, factor=0.1)
+  step = make_train_step(objective=objective, tx=tx, lr_schedule=lr, ema_decay=ema_decay)
   return model, state, step
 
 
@@ -132,7 +134,8 @@ def test_a_nonfinite_update_from_finite_gradients_is_skipped(bad):
   lr = (lambda count: jnp.float32(jnp.nan)) if bad == "nan_learning_rate" else (lambda count: jnp.float32(3e38))
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0))
   state = create_train_state(params=state.params, tx=tx, rng=jax.random.key(1), use_ema=True)
-  step = jax.jit(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=SCHEDULE, ema_decay=0.9))
+  step = jax.jit(make_train_step(objective=denoising(DiffusionPolicy(model, schedule=SCHEDULE)), tx=tx, lr_schedule=lr,
+                                 ema_decay=0.9))
   before = jax.device_get(state)
   after, m = step(state, make_batch(0))
   after = jax.device_get(after)
@@ -169,7 +172,7 @@ def test_frozen_components_get_no_update():
   _, state, _ = setup()
   tx, lr = make_optimizer(optim_config(learning_rate=1e-2, frozen=("v",)), total_steps=10, params=state.params)
   state = create_train_state(params=state.params, tx=tx, rng=jax.random.key(0), use_ema=False)
-  step = jax.jit(make_train_step(apply_fn=model.apply, tx=tx, lr_schedule=lr, noise_schedule=SCHEDULE))
+  step = jax.jit(make_train_step(objective=denoising(DiffusionPolicy(model, schedule=SCHEDULE)), tx=tx, lr_schedule=lr))
   new, _ = step(state, make_batch())
   chex.assert_trees_all_equal(new.params["v"], state.params["v"])
   assert not np.array_equal(new.params["w"]["kernel"], state.params["w"]["kernel"])
@@ -207,14 +210,14 @@ class SplitDenoiser(nn.Module):
 
 
 def test_noise_samples_noise_each_chunk_k_times_under_one_encoding():
-  from tinyvla_jax.training.step import diffusion_loss
   model = SplitDenoiser()
+  policy = DiffusionPolicy(model, schedule=SCHEDULE)
   batch = make_batch(0)
   obs = {k: batch[k] for k in ("images", "tokens", "token_mask", "state")}
   params = model.init(jax.random.key(0), **obs, noisy_actions=jnp.zeros((B, T, A)),
                       timesteps=jnp.zeros((B,), jnp.int32))["params"]
   rng = jax.random.key(7)
-  got = diffusion_loss(model.apply, params, batch, rng, SCHEDULE, noise_samples=3)
+  got = policy.compute_loss(params, batch, rng, noise_samples=3)
   # By hand: the batch repeated 3 times (sample-major), one noise and timestep per copy.
   noise_key, t_key = jax.random.split(rng)
   actions = np.tile(batch["actions"], (3, 1, 1))
@@ -225,11 +228,11 @@ def test_noise_samples_noise_each_chunk_k_times_under_one_encoding():
   pred = model.apply({"params": params}, **tiled, noisy_actions=noisy, timesteps=t)
   np.testing.assert_allclose(float(got), float(jnp.mean((pred - noise) ** 2)), rtol=1e-5)
   # One sample is the plain loss, through the model's __call__.
-  one = diffusion_loss(model.apply, params, batch, rng, SCHEDULE, noise_samples=1)
+  one = policy.compute_loss(params, batch, rng, noise_samples=1)
   n1 = jax.random.normal(noise_key, batch["actions"].shape)
   t1 = jax.random.randint(t_key, (B,), 0, 100)
   p1 = model.apply({"params": params}, **obs, noisy_actions=q_sample(SCHEDULE, jnp.asarray(batch["actions"]), n1, t1),
                    timesteps=t1)
   np.testing.assert_allclose(float(one), float(jnp.mean((p1 - n1) ** 2)), rtol=1e-5)
   with pytest.raises(ValueError, match="train.noise_samples=0"):
-    diffusion_loss(model.apply, params, batch, rng, SCHEDULE, noise_samples=0)
+    policy.compute_loss(params, batch, rng, noise_samples=0)

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyvla_jax.data.episodes import Episode
+from tinyvla_jax.data.preprocess import Preprocessor
 from tinyvla_jax.data.loader import ChunkLoader, compute_stats
 from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 from tinyvla_jax.diffusion.schedule import make_schedule
 from tinyvla_jax.training import validation
-from tinyvla_jax.training.step import diffusion_loss
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
 
 
 class StateOnlyDenoiser(nn.Module):
@@ -29,8 +30,9 @@ def make_loader(batch_size=4):
                  states=r.normal(size=(9, 2)).astype(np.float32) * (i + 1),
                  actions=r.uniform(-1, 1, (9, 2)).astype(np.float32), instruction=f"task {i}", task=f"t{i}")
          for i in range(4)]
-  return ChunkLoader(eps, tokenizer=ByteTokenizer(), stats=compute_stats(eps), horizon=4, batch_size=batch_size,
-                     max_text_len=32, seed=0, shuffle=True, drop_last=False)
+  preprocess = Preprocessor(stats=compute_stats(eps), tokenizer=ByteTokenizer(), max_text_len=32)
+  return ChunkLoader(eps, preprocess=preprocess, horizon=4, batch_size=batch_size, seed=0, shuffle=True,
+                     drop_last=False)
 
 
 class StateOracle(nn.Module):
@@ -62,7 +64,7 @@ def test_ignored_inputs_have_zero_sensitivity_and_used_ones_positive():
                         tokens=r.integers(4, 200, (b, 8)).astype(np.int32), token_mask=np.ones((b, 8), bool),
                         state=state, actions=np.repeat(state[:, None], 4, 1), action_mask=np.ones((b, 4), bool)))
   model = StateOracle(schedule)
-  step = jax.jit(validation.make_validation_step(apply_fn=model.apply, noise_schedule=schedule))
+  step = jax.jit(validation.make_validation_step(DiffusionPolicy(model, schedule=schedule)))
   out = validation.validate(step, {}, FakeLoader(batches), seed=0)
   assert out["val_loss"] < 1e-8  # the oracle is exact
   assert out["sensitivity/images"] == 0.0 and out["sensitivity/instruction"] == 0.0
@@ -76,12 +78,13 @@ def test_validation_loss_weights_batches_by_real_action_steps():
   params = model.init(jax.random.key(0), **{k: batch[k] for k in ("images", "tokens", "token_mask", "state")},
                       noisy_actions=jnp.asarray(batch["actions"]), timesteps=jnp.zeros((3,), jnp.int32))["params"]
   schedule = make_schedule(num_train_steps=100)
-  step = jax.jit(validation.make_validation_step(apply_fn=model.apply, noise_schedule=schedule))
+  policy = DiffusionPolicy(model, schedule=schedule)
+  step = jax.jit(validation.make_validation_step(policy))
   out = validation.validate(step, params, loader, seed=0)
   assert out["sensitivity/images"] == 0.0 and out["sensitivity/instruction"] == 0.0
   losses, weights = [], []
   for i, b in enumerate(loader.batches(0)):
-    losses.append(float(diffusion_loss(model.apply, params, b, jax.random.fold_in(jax.random.key(1), i), schedule)))
+    losses.append(float(policy.compute_loss(params, b, jax.random.fold_in(jax.random.key(1), i))))
     weights.append(b["action_mask"].sum())
   np.testing.assert_allclose(out["val_loss"], np.average(losses, weights=weights), rtol=1e-5)
   assert validation.validate(step, params, None, seed=0) == {}

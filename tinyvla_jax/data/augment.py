@@ -38,3 +38,12 @@ def random_crop(images: np.ndarray, size: int, rng: np.random.Generator) -> np.n
   lefts = rng.integers(0, w - size + 1, size=len(flat))
   out = np.stack([f[t:t + size, l:l + size] for f, t, l in zip(flat, tops, lefts)])
   return out.reshape(*lead, size, size, 3)
+
+
+def crop_window(image_size: int, crop_fraction: float) -> int | None:
+  """The side of the crop window for `data.crop_fraction` of stored `image_size` (None: no crop).
+  The model resizes the window to model.vision.image_size (72 px stored x 0.89 = 64 = the cpu preset)."""
+  if not 0 < crop_fraction <= 1:
+    raise UserError(f"data.crop_fraction={crop_fraction} must be in (0, 1]")
+  window = int(round(crop_fraction * image_size))
+  return None if window >= image_size else max(window, 1)

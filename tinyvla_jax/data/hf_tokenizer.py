@@ -9,7 +9,7 @@ the same, except the placeholder needs a real row of the embedding table because
 whole id sequence before splicing (models/vla.py, splice_image_tokens). So the placeholder is the first
 id past the tokenizer's vocabulary (`max id + 1`): the tokenizer never produces it, so it can never be a
 text id, and Pythia's embedding table is padded past its tokenizer (50304 rows for 50277 ids) so the row
-exists; resolve_config (pretrained/backbones.py) checks that it does. The row's value never reaches the
+exists; resolve_model (pretrained/backbones.py) checks that it does. The row's value never reaches the
 model: the splice replaces it. The prompt is then, as in LLaVA's tokenizer_image_token:
   [specials before] + ids("USER: ") + [placeholder] + ids("\\n{instruction} ASSISTANT: ") + [specials after]
 where the specials are whatever the tokenizer's post-processor adds around one sequence (none for Pythia).

@@ -17,8 +17,9 @@ train state already counts: `iterator_state(batches_seen)` names it (epoch, batc
 checkpoint stores it, and `batches(epoch, start=...)` continues from it with the same order and the same
 crops (the crop rng is drawn from (seed, epoch, batch, shard)).
 
-Augmentation: when `crop_size` is set, frames are cropped to it: a random window per sample and camera
-when `augment` is on (training), the center window otherwise (validation).
+Preprocessing (crops, state and action normalization, the prompt) is the run's `Preprocessor`
+(data/preprocess.py), the same object the checkpoint's policy uses at inference. Augmentation: a random
+crop window per sample and camera when `augment` is on (training), the center window otherwise (validation).
 
 Multi-host: `train.batch_size` is the global batch. Every host draws the same permutation and takes
 its `num_shards`-th slice of each global batch (`shard_index`, default jax.process_index()), so the
@@ -32,9 +33,9 @@ from typing import Iterator
 
 import numpy as np
 
-from tinyvla_jax.data.augment import center_crop, random_crop
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.normalize import NormStats
+from tinyvla_jax.data.preprocess import Preprocessor
 from tinyvla_jax.errors import UserError
 
 BATCH_KEYS = ("images", "tokens", "token_mask", "state", "actions", "action_mask")
@@ -48,19 +49,15 @@ def compute_stats(episodes: list[Episode]) -> NormStats:
 @dataclasses.dataclass
 class ChunkLoader:
   episodes: list[Episode]
-  tokenizer: object  # has encode_prompt(instruction, max_length=...) -> (ids, mask)
-  stats: NormStats
+  preprocess: Preprocessor  # crops, normalization, the prompt, the observation history length
   horizon: int
   batch_size: int
-  max_text_len: int
   seed: int = 0
   shuffle: bool = True
   drop_last: bool = True
-  crop_size: int | None = None  # crop frames to this size (the model's image size); None: as stored
   augment: bool = False  # random crops (training) instead of center crops
   shard_index: int = 0  # this host's slice of each global batch
   num_shards: int = 1
-  obs_steps: int = 1  # observation history: frames and states of the last obs_steps steps
   # Training only: the fraction of examples whose state is replaced by the dataset mean (0 after
   # normalization), so the policy cannot lean on the hand's position alone (see recipes.py, data.state_dropout).
   state_dropout: float = 0.0
@@ -70,8 +67,6 @@ class ChunkLoader:
       raise UserError("the loader got no episodes: check data.path / data.val_fraction")
     if self.batch_size < 1 or self.horizon < 1:
       raise UserError(f"train.batch_size={self.batch_size} and model.head.horizon={self.horizon} must be >= 1")
-    if self.obs_steps < 1:
-      raise UserError(f"model.obs_steps={self.obs_steps} must be >= 1")
     if not 0.0 <= self.state_dropout < 1.0:
       raise UserError(f"data.state_dropout={self.state_dropout} must be in [0, 1)")
     if self.batch_size % self.num_shards or not 0 <= self.shard_index < self.num_shards:
@@ -80,11 +75,23 @@ class ChunkLoader:
     self._index = np.array([(e, t) for e, ep in enumerate(self.episodes) for t in range(len(ep))], np.int64)
     if self.drop_last and len(self._index) < self.batch_size:
       raise UserError(f"only {len(self._index)} samples, fewer than train.batch_size={self.batch_size}")
-    prompts = [self.tokenizer.encode_prompt(ep.instruction, max_length=self.max_text_len) for ep in self.episodes]
+    prompts = [self.preprocess.encode_prompt(ep.instruction) for ep in self.episodes]
     self._tokens = np.stack([p[0] for p in prompts]).astype(np.int32)
     self._token_mask = np.stack([p[1] for p in prompts]).astype(bool)
-    self._states = [self.stats.normalize_state(ep.states) for ep in self.episodes]
-    self._actions = [self.stats.normalize_actions(ep.actions) for ep in self.episodes]
+    self._states = [self.preprocess.normalize_state(ep.states) for ep in self.episodes]
+    self._actions = [self.preprocess.normalize_actions(ep.actions) for ep in self.episodes]
+
+  @property
+  def tokenizer(self):
+    return self.preprocess.tokenizer
+
+  @property
+  def stats(self) -> NormStats:
+    return self.preprocess.stats
+
+  @property
+  def obs_steps(self) -> int:
+    return self.preprocess.obs_steps
 
   @property
   def num_samples(self) -> int:
@@ -137,10 +144,7 @@ class ChunkLoader:
       images.append(frames.reshape((-1,) + frames.shape[2:]))
       states.append(self._states[e][observed].reshape(-1))
     episode_ids = pairs[:, 0]
-    images = np.stack(images)
-    if self.crop_size is not None:
-      crop_at_random = rng is not None and self.augment
-      images = random_crop(images, self.crop_size, rng) if crop_at_random else center_crop(images, self.crop_size)
+    images = self.preprocess.crop(np.stack(images), rng if self.augment else None)
     states = np.stack(states)
     if rng is not None and self.state_dropout > 0:
       states = np.where(rng.random((len(states), 1)) < self.state_dropout, 0.0, states).astype(np.float32)

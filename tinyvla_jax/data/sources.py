@@ -13,6 +13,7 @@ import os
 from typing import Callable
 
 from tinyvla_jax.data import synthetic
+from tinyvla_jax.data.config import DataConfig
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.errors import UserError
 
@@ -27,24 +28,18 @@ class LoadedData:
   setup_seeds: dict[str, list[int]] | None = None  # setups used by the data, so evaluation can avoid them
 
 
-def _names(value) -> list[str] | None:
-  if value is None or value == "" or value == ():
-    return None
-  return [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-
-
-def _metaworld(data) -> LoadedData:
+def _metaworld(data: DataConfig) -> LoadedData:
   from tinyvla_jax.data.store import EpisodeStore
   store = EpisodeStore(data.path or SHIPPED_DATASET)
-  episodes = store.load(cameras=_names(data.cameras), tasks=_names(data.tasks),
-                        max_episodes_per_task=data.get("max_episodes_per_task"))
-  card = dict(store.card, cameras=_names(data.cameras) or list(store.cameras),
+  episodes = store.load(cameras=data.names("cameras"), tasks=data.names("tasks"),
+                        max_episodes_per_task=data.max_episodes_per_task)
+  card = dict(store.card, cameras=data.names("cameras") or list(store.cameras),
               path=os.path.abspath(store.path))
   return LoadedData(episodes=episodes, card=card,
                     setup_seeds={k: sorted(v) for k, v in store.setup_seeds().items()})
 
 
-def _synthetic(data) -> LoadedData:
+def _synthetic(data: DataConfig) -> LoadedData:
   return LoadedData(episodes=synthetic.make_episodes(data.num_episodes, seed=data.seed, image_size=data.image_size,
                                                      num_cameras=data.num_cameras))
 
@@ -52,7 +47,7 @@ def _synthetic(data) -> LoadedData:
 SOURCES: dict[str, Callable[..., LoadedData]] = {"metaworld": _metaworld, "synthetic": _synthetic}
 
 
-def load_data(data) -> LoadedData:
+def load_data(data: DataConfig) -> LoadedData:
   if data.source not in SOURCES:
     raise UserError(f"data.source={data.source!r} is not one of {sorted(SOURCES)}")
   loaded = SOURCES[data.source](data)

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from tinyvla_jax.data import hf_tokenizer, instruction_bpe
 from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
+from tinyvla_jax.data.config import TOKENIZERS
 from tinyvla_jax.errors import UserError
 
-TOKENIZERS = ("byte", "bpe")
 
-
-def make_tokenizer(config):
-  """The run's tokenizer: the pretrained LLM's tokenizer.json when `config.pretrained.llm` is set (see
-  data/hf_tokenizer.py), else `config.data.tokenizer`: "byte" (data/byte_tokenizer.py) or "bpe" (the instruction BPE
-  shipped with the package, data/instruction_bpe.py). `config` is the run config (ml_collections)."""
-  pre = config.get("pretrained") if hasattr(config, "get") else None
-  folder = pre.get("llm") if pre else None
-  if folder:
-    return hf_tokenizer.HFTokenizer.from_folder(folder)
-  data = config.get("data") if hasattr(config, "get") else None
-  kind = (data.get("tokenizer") if data is not None else None) or "byte"
+def make_tokenizer(kind: str = "byte", *, llm_folder: str | None = None):
+  """The run's tokenizer: the pretrained LLM's tokenizer.json when `llm_folder` (pretrained.llm) is set (see
+  data/hf_tokenizer.py), else `kind` (data.tokenizer): "byte" (data/byte_tokenizer.py) or "bpe" (the
+  instruction BPE shipped with the package, data/instruction_bpe.py)."""
+  if llm_folder:
+    return hf_tokenizer.HFTokenizer.from_folder(llm_folder)
   if kind not in TOKENIZERS:
     raise UserError(f"data.tokenizer={kind!r} must be one of {TOKENIZERS} (or set pretrained.llm)")
   if kind == "bpe":

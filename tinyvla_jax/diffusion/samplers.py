@@ -221,3 +221,7 @@ def ddpm_sample(
 
   (_, x0), _ = jax.lax.scan(body, (x_T, jnp.zeros_like(x_T)), (timesteps, step_rngs))
   return x0
+
+
+# `diffusion.sampler` names the sampling loop (diffusion/config.py).
+SAMPLERS = {"ddim": ddim_sample, "ddpm": ddpm_sample}

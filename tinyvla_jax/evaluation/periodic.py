@@ -15,6 +15,7 @@ import os
 from tinyvla_jax.evaluation import protocol
 from tinyvla_jax.evaluation.context import data_context
 from tinyvla_jax.evaluation.policies import VLAPolicy
+from tinyvla_jax.run_config import RunConfig
 from tinyvla_jax.sim.metaworld import require_metaworld
 
 log = logging.getLogger(__name__)
@@ -23,18 +24,17 @@ log = logging.getLogger(__name__)
 class PeriodicEvaluation:
   """MetaWorld rollouts of the current inference params every `eval.every_epochs` epochs."""
 
-  def __init__(self, config, *, model, stats, tokenizer, data_info: dict, workdir: str, writer):
+  def __init__(self, config: RunConfig, *, model, preprocess, data_info: dict, workdir: str, writer):
     ev = config.eval
-    self.every = int(ev.every_epochs)
+    self.every = ev.every_epochs
     require_metaworld()  # fail at start, not after the first epoch, when MetaWorld is missing
     self.context = data_context(data_info)  # raises for non-MetaWorld data
     self.config, self.workdir, self.writer = config, workdir, writer
-    self.policy = VLAPolicy(model=model, params=None, stats=stats, tokenizer=tokenizer,
-                            max_text_len=config.data.max_text_len, diffusion=config.diffusion.to_dict(),
-                            crop_window=data_info["crop_window"], seed=ev.seed)
+    self.policy = VLAPolicy(model=model, params=None, preprocess=preprocess, diffusion=config.diffusion,
+                            seed=ev.seed)
 
   @classmethod
-  def for_run(cls, config, **run) -> "PeriodicEvaluation | None":
+  def for_run(cls, config: RunConfig, **run) -> "PeriodicEvaluation | None":
     """The hook for a run (None when `eval.every_epochs` is 0); `run` is what the loop passes."""
     return cls(config, **run) if config.eval.every_epochs else None
 
@@ -44,8 +44,7 @@ class PeriodicEvaluation:
   def run(self, params, *, epoch: int, step: int) -> dict:
     ev = self.config.eval
     self.policy.params = params
-    summary = protocol.run(self.policy, self.context, protocol=protocol.Protocol.from_config(ev),
-                           tasks=ev.tasks.split(",") if ev.tasks else None,
+    summary = protocol.run(self.policy, self.context, protocol=ev.protocol, tasks=ev.task_list,
                            out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video,
                            progress=False, label=f"epoch{epoch}")
     values = {f"success/{t}": r["success_rate"] for t, r in summary["tasks"].items()}

@@ -15,59 +15,63 @@ import os
 import zlib
 
 import jax
-import ml_collections
 import numpy as np
 
-from tinyvla_jax.data.augment import center_crop
 from tinyvla_jax.data.normalize import NormStats
-from tinyvla_jax.data.tokenizer import tokenizer_from_assets
-from tinyvla_jax.diffusion.schedule import make_schedule
-from tinyvla_jax.errors import MissingFileError
-from tinyvla_jax.models.config import VLAConfig
-from tinyvla_jax.models.sampling import make_action_sampler
+from tinyvla_jax.data.preprocess import Preprocessor
+from tinyvla_jax.diffusion.config import DiffusionConfig
+from tinyvla_jax.errors import MissingFileError, UserError
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
+from tinyvla_jax.run_config import RunConfig
 
 
 class VLAPolicy:
   """A trained TinyVLA: one jitted call per chunk (vision + LLM once, then the DDIM/DDPM loop in a scan)."""
 
-  def __init__(self, *, model: UnifiedTinyVLAModel, params, stats: NormStats, tokenizer, max_text_len: int,
-               diffusion, crop_window: int | None, seed: int = 0):
-    self.model, self.params, self.stats, self.tokenizer = model, params, stats, tokenizer
-    self.max_text_len, self.crop_window = max_text_len, crop_window
-    schedule = make_schedule(num_train_steps=diffusion["num_train_steps"], beta_schedule=diffusion["beta_schedule"])
-    self._sample = make_action_sampler(model, schedule=schedule, num_inference_steps=diffusion["num_inference_steps"],
-                                       sampler=diffusion["sampler"], clip_sample=diffusion["clip_sample"])
+  def __init__(self, *, model: UnifiedTinyVLAModel, params, preprocess: Preprocessor, diffusion: DiffusionConfig,
+               seed: int = 0):
+    if preprocess.obs_steps != model.config.obs_steps:
+      raise UserError(f"the preprocessing keeps {preprocess.obs_steps} observation steps, the model takes "
+                       f"model.obs_steps={model.config.obs_steps}")
+    self.model, self.params, self.preprocess = model, params, preprocess
+    self._sample = DiffusionPolicy.from_config(model, diffusion).jitted_sampler()
     self.seed = seed
-    self.obs_steps = model.config.obs_steps
     self._rng = None
     self._calls = 0
-    self._tokens = None
+    self._prompt = None
     self._history: list = []  # the episode's last obs_steps observations, oldest first
+
+  @property
+  def stats(self) -> NormStats:
+    return self.preprocess.stats
+
+  @property
+  def tokenizer(self):
+    return self.preprocess.tokenizer
 
   @classmethod
   def from_workdir(cls, workdir: str, *, step: int | None = None, seed: int = 0) -> tuple["VLAPolicy", dict]:
-    """The checkpoint's inference params (EMA if trained with it), statistics, tokenizer and config.
-    Returns (policy, info) with info = dict(step, config, assets)."""
+    """The checkpoint's inference params (EMA if trained with it) and preprocessing (statistics, tokenizer,
+    crop, history), from the workdir alone. Returns (policy, info) with info = dict(step, config (a
+    RunConfig), assets)."""
     from tinyvla_jax.checkpoints import Checkpointer
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
       raise MissingFileError(f"no checkpoints under {workdir!r} (--workdir): train first with "
                               "python -m tinyvla_jax.train --config configs/fixed.py --workdir DIR")
     with Checkpointer(workdir) as checkpointer:
       assets, config = checkpointer.restore_json(step)
-      config = ml_collections.ConfigDict(config)
-      model = UnifiedTinyVLAModel(VLAConfig.from_dict(config.model.to_dict()))
+      config = RunConfig.from_dict(config)
+      model = UnifiedTinyVLAModel(config.model)
       target = jax.eval_shape(lambda: init_params(model, jax.random.key(0), text_len=config.data.max_text_len))
       restored = checkpointer.restore(train_state_target=None, params_target=target, step=step)
-    data = restored.assets.get("data", {})
-    policy = cls(model=model, params=restored.params, stats=NormStats.from_json(restored.assets["norm_stats"]),
-                 tokenizer=tokenizer_from_assets(restored.assets), max_text_len=config.data.max_text_len,
-                 diffusion=config.diffusion.to_dict(), crop_window=data.get("crop_window"), seed=seed)
+    preprocess = Preprocessor.from_assets(restored.assets, max_text_len=config.data.max_text_len,
+                                          obs_steps=config.model.obs_steps)
+    policy = cls(model=model, params=restored.params, preprocess=preprocess, diffusion=config.diffusion, seed=seed)
     return policy, dict(step=restored.step, config=config, assets=restored.assets)
 
   def start_episode(self, task: str, instruction: str, *, episode: int = 0) -> None:
-    ids, mask = self.tokenizer.encode_prompt(instruction, max_length=self.max_text_len)
-    self._tokens = (np.asarray(ids, np.int32)[None], np.asarray(mask, bool)[None])
+    self._prompt = self.preprocess.encode_prompt(instruction)
     self._rng = jax.random.key(episode_seed(self.seed, task, episode))
     self._calls = 0
     self._history = []
@@ -77,22 +81,18 @@ class VLAPolicy:
     chunk is predicted), so that a model with obs_steps > 1 sees the frames just before the current one."""
     if self._history and self._history[-1] is obs:
       return
-    self._history = (self._history + [obs])[-self.obs_steps:]
+    self._history = (self._history + [obs])[-self.preprocess.obs_steps:]
 
   def __call__(self, obs) -> np.ndarray:
-    if self._tokens is None:
+    if self._prompt is None:
       raise RuntimeError("call start_episode(task, instruction, episode=i) first")
     self.observe(obs)
-    # Before the episode has obs_steps observations, the first one is repeated (as the loader pads).
-    frames = [self._history[0]] * (self.obs_steps - len(self._history)) + self._history
-    images = np.concatenate([o.images for o in frames])  # [To*V, H, W, 3], oldest first
-    images = images if self.crop_window is None else center_crop(images, self.crop_window)
-    state = np.concatenate([self.stats.normalize_state(np.asarray(o.state, np.float32)) for o in frames])[None]
+    inputs = self.preprocess.observation([o.images for o in self._history], [o.state for o in self._history],
+                                         self._prompt)
     rng = jax.random.fold_in(self._rng, self._calls)
     self._calls += 1
-    chunk = self._sample(self.params, rng, images=np.ascontiguousarray(images)[None], tokens=self._tokens[0],
-                         token_mask=self._tokens[1], state=state)
-    return self.stats.unnormalize_actions(np.asarray(chunk[0]))
+    chunk = self._sample(self.params, rng, **inputs)
+    return self.preprocess.unnormalize_actions(np.asarray(chunk[0]))
 
 
 class ExpertPolicy:

@@ -11,32 +11,17 @@ handle or the button before it turns into a stuck episode. Measured on a horizon
 4x the policy calls of 4). With the `cpu` preset's chunk of 4: all 4 -> 85%, 3 (3D Diffusion Policy's
 n_action_steps) -> 82%. reports/metaworld has the confirmations on other seeds.
 
+The protocol's numbers are run_config.Protocol (the `eval` section of a run config holds the same fields).
 `evaluate_checkpoint` is what `python -m tinyvla_jax.evaluate --workdir W` and the end of
 `python -m tinyvla_jax.train` run: a checkpoint's policy on the tasks of its training data.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from tinyvla_jax.errors import UserError
-
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-  episodes: int = 20
-  seed: int = 1000
-  max_steps: int = 200
-  execution: str = "receding"
-  action_steps: int = 4
-  ensemble_k: float = 0.01
-
-  @classmethod
-  def from_config(cls, ev) -> "Protocol":
-    """From a run config's `eval` section (missing keys keep the defaults)."""
-    return cls(**{f.name: type(f.default)(ev[f.name]) for f in dataclasses.fields(cls)
-                  if ev is not None and f.name in ev and ev[f.name] is not None})
+from tinyvla_jax.run_config import Protocol, RunConfig
 
 
 DEFAULT = Protocol()
@@ -80,7 +65,7 @@ def run(policy, context: dict, *, protocol: Protocol, tasks=None, out_dir: str |
       label=label, meta=meta)
 
 
-def evaluate_at_end(config, workdir: str) -> None:
+def evaluate_at_end(config: RunConfig, workdir: str) -> None:
   """The training run's closing closed-loop evaluation of its final checkpoint (`eval.at_end`), with this
   protocol; it prints the table, or a note saying why it cannot run here (no simulator for the data, or
   MetaWorld not installed) and the command to run later."""
@@ -97,7 +82,6 @@ def evaluate_at_end(config, workdir: str) -> None:
     return
   ev = config.eval
   print(f"closed-loop evaluation of the final checkpoint ({how}; --config.eval.at_end=false skips it):")
-  summary, out = evaluate_checkpoint(workdir, tasks=ev.tasks.split(",") if ev.tasks else None,
-                                     protocol=Protocol.from_config(ev), video=ev.video)
+  summary, out = evaluate_checkpoint(workdir, tasks=ev.task_list, protocol=ev.protocol, video=ev.video)
   print(rollout.format_table({summary["policy"]: summary}))
   print(f"summary: {out}/summary.json ({summary['wall_s']} s)")

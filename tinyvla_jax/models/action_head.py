@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, Integer
 
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import layers
@@ -170,7 +171,8 @@ class ActionHead(nn.Module):
       image_start = jnp.zeros((hidden.shape[0],), jnp.int32)
     return self.condition(hidden, mask, image_start, state, image_tokens)
 
-  def predict_noise(self, *, noisy_actions: jax.Array, timesteps: jax.Array, condition: jax.Array) -> jax.Array:
+  def predict_noise(self, *, noisy_actions: Float[Array, "b t a"], timesteps: Integer[Array, " b"],
+                    condition: Float[Array, "b c"]) -> Float[Array, "b t a"]:
     """[B, T, A], [B] int, [B, H] -> predicted noise [B, T, A]."""
     cfg = self.config
     b = condition.shape[0]

@@ -21,6 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Integer
 
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import initializers
@@ -138,13 +139,13 @@ class GPTNeoX(nn.Module):
     self.layers = [Layer(cfg, self.init_scheme, self.dtype, self.lora) for _ in range(cfg.num_hidden_layers)]
     self.final_layer_norm = layer_norm(cfg.layer_norm_eps, dtype=self.dtype)
 
-  def embed(self, ids: jax.Array) -> jax.Array:
+  def embed(self, ids: Integer[Array, "b l"]) -> Float[Array, "b l h"]:
     """int ids [B, L] -> [B, L, hidden_size]."""
     if ids.ndim != 2:
       raise UserError(f"ids must be [B, L], got shape {ids.shape}")
     return self.embed_in(ids)
 
-  def __call__(self, inputs_embeds: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, inputs_embeds: Float[Array, "b l h"], mask: Bool[Array, "b l"]) -> Float[Array, "b l h"]:
     """inputs_embeds [B, L, H], mask [B, L] (True = real token, right padding) -> hidden [B, L, H]."""
     h = self.config.hidden_size
     if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != h:

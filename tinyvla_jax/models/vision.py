@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import initializers
@@ -152,7 +153,7 @@ class VisionEncoder(nn.Module):
   lora: LoraConfig | None = None
 
   @nn.compact
-  def __call__(self, pixels: jax.Array) -> jax.Array:
+  def __call__(self, pixels: Float[Array, "b s s 3"]) -> Float[Array, "b p w"]:
     cfg = self.config
     s = cfg.image_size
     if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):

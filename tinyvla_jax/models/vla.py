@@ -15,6 +15,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Integer, UInt8
 
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import layers
@@ -91,7 +92,7 @@ class UnifiedTinyVLAModel(nn.Module):
     self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype, num_views=cfg.num_views, grid=(grid, grid),
                            obs_steps=cfg.obs_steps)
 
-  def encode_images(self, images: jax.Array) -> jax.Array:
+  def encode_images(self, images: UInt8[Array, "b v h w 3"]) -> Float[Array, "b n d"]:
     """uint8 [B, V, h, w, 3] -> image tokens in the LLM width [B, V*P, H]. V = obs_steps * num_cameras views,
     oldest step first, cameras in order within a step."""
     cfg = self.config
@@ -105,7 +106,8 @@ class UnifiedTinyVLAModel(nn.Module):
     feats = feats.reshape(b, v * feats.shape[1], feats.shape[2])
     return self.projector(feats)
 
-  def encode(self, *, images: jax.Array, tokens: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def encode(self, *, images: UInt8[Array, "b v h w 3"], tokens: Integer[Array, "b l"],
+             token_mask: Bool[Array, "b l"]) -> tuple[Float[Array, "b n d"], Bool[Array, "b n"]]:
     """-> (final LLM hidden states [B, L-1+V*P, H], their validity mask)."""
     hidden, mask, _ = self._encode(images, tokens, token_mask)
     return hidden, mask
@@ -120,17 +122,21 @@ class UnifiedTinyVLAModel(nn.Module):
                                        image_embeds=image_embeds, image_token_id=self.config.image_token_id)
     return self.language(embeds, mask), mask, image_embeds
 
-  def condition(self, *, images, tokens, token_mask, state) -> jax.Array:
+  def condition(self, *, images: UInt8[Array, "b v h w 3"], tokens: Integer[Array, "b l"],
+                token_mask: Bool[Array, "b l"], state: Float[Array, "b s"]) -> Float[Array, "b c"]:
     """The observation's global condition [B, H]: computed once per chunk, reused by every denoising step."""
     hidden, mask, image_embeds = self._encode(images, tokens, token_mask)
     return self.head.encode_condition(hidden=hidden, mask=mask, state=state,
                                       image_start=image_start(tokens, self.config.image_token_id),
                                       image_tokens=image_embeds)
 
-  def predict_noise(self, *, condition, noisy_actions, timesteps) -> jax.Array:
+  def predict_noise(self, *, condition: Float[Array, "b c"], noisy_actions: Float[Array, "b t a"],
+                    timesteps: Integer[Array, " b"]) -> Float[Array, "b t a"]:
     return self.head.predict_noise(noisy_actions=noisy_actions, timesteps=timesteps, condition=condition)
 
-  def __call__(self, *, images, tokens, token_mask, state, noisy_actions, timesteps) -> jax.Array:
+  def __call__(self, *, images: UInt8[Array, "b v h w 3"], tokens: Integer[Array, "b l"],
+               token_mask: Bool[Array, "b l"], state: Float[Array, "b s"], noisy_actions: Float[Array, "b t a"],
+               timesteps: Integer[Array, " b"]) -> Float[Array, "b t a"]:
     """Predicted noise [B, T, A] for noisy action chunks [B, T, A] at diffusion steps [B]."""
     cond = self.condition(images=images, tokens=tokens, token_mask=token_mask, state=state)
     return self.predict_noise(condition=cond, noisy_actions=noisy_actions, timesteps=timesteps)

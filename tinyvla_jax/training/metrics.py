@@ -12,9 +12,13 @@ import json
 import logging
 import math
 import os
+import time
 from typing import Any
 
+import jax
 import numpy as np
+
+from tinyvla_jax.errors import UserError
 
 
 def _plain(v: Any):
@@ -65,6 +69,51 @@ class MetricsWriter:
     self._file.close()
     if self._tb is not None:
       self._tb.close()
+
+
+class NonFiniteTrainingError(UserError):
+  """Too many consecutive batches were skipped: the run diverged or its inputs are broken."""
+
+
+class MetricsFlusher:
+  """Moves pending step metrics to the host every `train.log_every` steps (one sync, not one per step):
+  writes them, advances the progress bar, and fails fast on a run of non-finite batches."""
+
+  def __init__(self, writer: MetricsWriter, bar, *, batch_size: int, max_consecutive_skips: int):
+    self.writer, self.bar = writer, bar
+    self.batch_size, self.max_consecutive_skips = batch_size, max_consecutive_skips
+    self.pending, self.epoch_losses = [], []
+    self._clock = time.perf_counter()
+
+  def flush(self, seen: int, epoch: int) -> None:
+    if not self.pending:
+      return
+    records = jax.device_get(self.pending)
+    self.pending = []
+    first = seen - len(records) + 1
+    for i, m in enumerate(records):
+      self.writer.write(first + i, {k: v for k, v in m.items() if k != "consecutive_skipped"})
+      if m["finite"]:
+        self.epoch_losses.append(float(m["loss"]))
+    last = records[-1]
+    bad = int(last["consecutive_skipped"])
+    if bad > self.max_consecutive_skips:
+      loss, grad_norm = float(last["loss"]), float(last["grad_norm"])
+      if np.isfinite(loss) and np.isfinite(grad_norm):
+        cause = ("the loss and gradient were finite but the update or the new parameters were not: check "
+                 "optim.learning_rate, optim.eps and optim.weight_decay")
+      else:
+        cause = (f"last loss {loss}, grad norm {grad_norm}: check the data (data.path, its normalization "
+                 "statistics) and optim.learning_rate")
+      raise NonFiniteTrainingError(
+          f"{bad} consecutive batches were skipped as non-finite (batches {seen - bad + 1}-{seen}, epoch "
+          f"{epoch + 1}); {cause}; or raise train.max_consecutive_skips")
+    now = time.perf_counter()
+    rate = self.batch_size * len(records) / max(now - self._clock, 1e-9)
+    self._clock = now
+    self.bar.update(len(records))
+    self.bar.set_postfix(epoch=epoch + 1, loss=f"{float(last['loss']):.4f}", skipped=int(last["skipped"]),
+                         ex_per_s=f"{rate:.1f}")
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

@@ -13,22 +13,18 @@ Masks decide two things per parameter (by its path in the tree):
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import optax
 
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import FinetuneConfig
 from tinyvla_jax.models.lora import is_adapter
-
-SCHEDULES = ("cosine", "constant")
-DECAY_MODES = ("kernels", "all")
+from tinyvla_jax.run_config import DECAY_MODES, SCHEDULES, OptimConfig
 
 
-def learning_rate_schedule(optim: Any, *, total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(optim: OptimConfig, *, total_steps: int) -> optax.Schedule:
   """Linear warmup (optional) then cosine decay to 0 over the run, or a constant rate."""
-  lr, warmup = optim.learning_rate, int(optim.warmup_steps)
+  lr, warmup = optim.learning_rate, optim.warmup_steps
   if optim.schedule not in SCHEDULES:
     raise UserError(f"optim.schedule={optim.schedule!r} must be one of {SCHEDULES}")
   if optim.schedule == "constant":
@@ -70,7 +66,7 @@ def trainable_labels(params, frozen: tuple[str, ...], finetune: FinetuneConfig |
   return {k: labels(k, v) for k, v in params.items()}
 
 
-def make_optimizer(optim: Any, *, total_steps: int, params,
+def make_optimizer(optim: OptimConfig, *, total_steps: int, params,
                    finetune: FinetuneConfig | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """-> (the transformation, its learning-rate schedule) for the `optim` config section and the model's
   `finetune` modes (None: every backbone trains fully)."""
@@ -82,7 +78,7 @@ def make_optimizer(optim: Any, *, total_steps: int, params,
                            weight_decay=optim.weight_decay,  # optax's default is 1e-4, torch's 0.01: explicit
                            mask=decay_mask(params, optim.decay)))
   tx = optax.chain(*parts)
-  labels = trainable_labels(params, tuple(optim.frozen or ()), finetune)
+  labels = trainable_labels(params, optim.frozen, finetune)
   # Only wrap when something is frozen: a fully trained model keeps the plain chain (and its state layout).
   if any(label == "frozen" for label in jax.tree.leaves(labels)):
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

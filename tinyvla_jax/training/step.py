@@ -1,4 +1,4 @@
-"""The train step: DDPM epsilon loss, one optimizer update, and non-finite batches masked out.
+"""The train step: the objective's gradient, one optimizer update, and non-finite batches masked out.
 
 `make_train_step` returns a pure function `(state, batch) -> (state, metrics)`; the caller jits it
 (with `donate_argnums=0`, and in/out shardings when running on a mesh), so the same function serves
@@ -22,65 +22,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tinyvla_jax.diffusion.loss import epsilon_mse
-from tinyvla_jax.diffusion.schedule import NoiseSchedule, q_sample
-from tinyvla_jax.errors import UserError
 from tinyvla_jax.training import ema as ema_lib
+from tinyvla_jax.training.objectives import Batch, Objective
 from tinyvla_jax.training.state import TrainState
 
-Batch = dict[str, jax.Array]
 
-
-def diffusion_loss(apply_fn: Callable, params, batch: Batch, rng: jax.Array, schedule: NoiseSchedule, *,
-                   train: bool = False, noise_samples: int = 1) -> jax.Array:
-  """Epsilon-MSE of the noise predicted for randomly noised action chunks (padding excluded).
-
-  `train` hands the model a "dropout" rng (LoRA dropout, models/layers.py); evaluation passes none.
-  `noise_samples` = K > 1 noises each chunk K times (K noises, K timesteps) under one observation
-  encoding: the vision tower and the decoder, most of a step's FLOPs, run once per example while the
-  U-Net, which is what learns to denoise, gets K times the signal. It needs an `apply_fn` with the
-  model's `condition` and `predict_noise` methods (UnifiedTinyVLAModel.apply).
-  """
-  actions = batch["actions"]
-  noise_key, t_key = jax.random.split(rng)
-  # A key of its own, derived beside the split: the noise and timesteps stay what they were without it.
-  rngs = {"dropout": jax.random.fold_in(rng, 1)} if train else {}
-  observation = dict(images=batch["images"], tokens=batch["tokens"], token_mask=batch["token_mask"],
-                     state=batch["state"])
-  mask = batch["action_mask"]
-  if noise_samples < 1:
-    raise UserError(f"train.noise_samples={noise_samples} must be >= 1")
-  if noise_samples > 1:
-    condition = apply_fn({"params": params}, **observation, rngs=rngs, method="condition")
-    tile = lambda x: jnp.tile(x, (noise_samples,) + (1,) * (x.ndim - 1))  # [K*B, ...], sample-major
-    actions, condition, mask = tile(actions), tile(condition), tile(mask)
-  noise = jax.random.normal(noise_key, actions.shape, jnp.float32)
-  timesteps = jax.random.randint(t_key, (actions.shape[0],), 0, schedule.num_train_steps)
-  noisy = q_sample(schedule, actions, noise, timesteps)
-  if noise_samples > 1:
-    predicted = apply_fn({"params": params}, condition=condition, noisy_actions=noisy, timesteps=timesteps,
-                         rngs=rngs, method="predict_noise")
-  else:  # one call of the whole model (any apply_fn with the model's signature works)
-    predicted = apply_fn({"params": params}, **observation, noisy_actions=noisy, timesteps=timesteps, rngs=rngs)
-  return epsilon_mse(predicted=predicted, target=noise, mask=mask)
-
-
-def make_train_step(*, apply_fn: Callable, tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
-                    noise_schedule: NoiseSchedule, ema_decay: float | None = None, ema_power: float | None = None,
-                    loss_scale_threshold: float | None = None, loss_scale_factor: float = 0.1,
-                    skip_nonfinite: bool = True,
-                    noise_samples: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
-  """Builds the step. `loss_scale_threshold` reproduces the broken original (loss *= factor above it).
-  `ema_decay` is the EMA's (maximum) decay, `ema_power` Diffusion Policy's warmup (training/ema.py; None:
-  constant decay). `noise_samples`: noised copies of each chunk per encoding (see diffusion_loss)."""
-
-  def objective(params, batch, rng):
-    loss = diffusion_loss(apply_fn, params, batch, rng, noise_schedule, train=True, noise_samples=noise_samples)
-    scaled = loss
-    if loss_scale_threshold is not None:
-      # The original's "loss clipping": scales the loss (and so the gradient) when it is large.
-      scaled = jnp.where(loss > loss_scale_threshold, loss * loss_scale_factor, loss)
-    return scaled, loss
+def make_train_step(*, objective: Objective, tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
+                    ema_decay: float | None = None, ema_power: float | None = None,
+                    skip_nonfinite: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
+  """Builds the step around an objective (training/objectives.py: the policy's denoising loss, wrapped as
+  the recipe says). `ema_decay` is the EMA's (maximum) decay, `ema_power` Diffusion Policy's warmup
+  (training/ema.py; None: constant decay)."""
 
   def train_step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(state.rng, state.batches_seen)
@@ -115,12 +67,3 @@ def make_train_step(*, apply_fn: Callable, tx: optax.GradientTransformation, lr_
     return new_state, metrics
 
   return train_step
-
-
-def make_eval_step(*, apply_fn: Callable, noise_schedule: NoiseSchedule) -> Callable:
-  """(params, batch, rng) -> epsilon-MSE on a held-out batch (fixed rng: comparable across epochs)."""
-
-  def eval_step(params, batch, rng):
-    return diffusion_loss(apply_fn, params, batch, rng, noise_schedule)
-
-  return eval_step

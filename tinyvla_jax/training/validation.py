@@ -18,20 +18,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyvla_jax.data.loader import ChunkLoader
-from tinyvla_jax.diffusion.schedule import NoiseSchedule
-from tinyvla_jax.training.step import make_eval_step
+from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
 
 # What is shuffled for each sensitivity figure: the batch keys that make up that input.
 SHUFFLED = {"images": ("images",), "state": ("state",), "instruction": ("tokens", "token_mask")}
 
 
-def make_validation_step(*, apply_fn: Callable, noise_schedule: NoiseSchedule) -> Callable:
-  """(params, batch, rng) -> {"loss": scalar, "images"|"state"|"instruction": loss with that input rolled}."""
-
-  eval_step = make_eval_step(apply_fn=apply_fn, noise_schedule=noise_schedule)
+def make_validation_step(policy: DiffusionPolicy) -> Callable:
+  """(params, batch, rng) -> {"loss": scalar, "images"|"state"|"instruction": loss with that input rolled}.
+  The loss is the policy's, without dropout, with a fixed rng per batch: comparable across epochs."""
 
   def step(params, batch, rng):
-    loss = lambda b: eval_step(params, b, rng)
+    loss = lambda b: policy.compute_loss(params, b, rng)
     out = {"loss": loss(batch)}
     for name, keys in SHUFFLED.items():
       out[name] = loss({k: (jnp.roll(v, 1, axis=0) if k in keys else v) for k, v in batch.items()})

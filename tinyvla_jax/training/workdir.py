@@ -1,4 +1,5 @@
-"""One run per workdir: an exclusive OS lock, taken before anything is loaded or compiled.
+"""A run's workdir: one run at a time (an exclusive OS lock, taken before anything is loaded or compiled),
+and its preparation (--overwrite, a stored run's config against this one, config.json).
 
 `fcntl.flock` on `<workdir>/.lock`: the kernel releases it when its holder exits in any way (also
 `kill -9`), so a stale lock cannot block the next run, while a live one refuses a second run (a requeued
@@ -14,11 +15,18 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 
+from tinyvla_jax.checkpoints import Checkpointer
+from tinyvla_jax.data.store import write_json_atomic
 from tinyvla_jax.errors import UserError, WorkdirBusyError
 
 LOCK_FILE = ".lock"
+
+# Keys that may change between a run and its resumption: they set how long/how loud it runs.
+RESUMABLE_KEYS = ("train.max_steps", "train.log_every", "train.checkpoint_every_steps",
+                  "train.checkpoint_every_minutes")
 
 
 class WorkdirLock:
@@ -71,3 +79,41 @@ def _read_holder(fd: int) -> str:
     return f"pid {record['pid']} on {record['host']}, started {record['started']}"
   except (OSError, ValueError, KeyError):
     return "holder unknown"
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+  return out
+
+
+def config_differences(stored: dict, current: dict) -> list[str]:
+  """`key: stored -> current` for every config value that differs (RESUMABLE_KEYS may)."""
+  a, b = _flatten(stored), _flatten(current)
+  return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+          if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)]
+
+
+def prepare_workdir(workdir: str, config: dict, *, keep: int, overwrite: bool) -> Checkpointer:
+  """The workdir's checkpointer (keeping `keep` steps), after `--overwrite` removed the last run's checkpoints
+  and metrics, or after checking that a stored run has this `config` (a run config's to_dict()) but for
+  RESUMABLE_KEYS; then <workdir>/config.json is this config."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if overwrite:
+    for path in (ckpt_dir, os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "tensorboard")):
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+  checkpointer = Checkpointer(workdir, max_to_keep=keep)  # under <workdir>/checkpoints
+  if checkpointer.latest_step() is not None:
+    _, stored = checkpointer.restore_json()
+    diffs = config_differences(stored, config)
+    if diffs:
+      checkpointer.close()
+      raise UserError(f"{workdir} holds a run with another config ({'; '.join(diffs[:5])}"
+                       f"{' ...' if len(diffs) > 5 else ''}): pass --overwrite to start over, or another --workdir")
+  write_json_atomic(os.path.join(workdir, "config.json"), config)
+  return checkpointer
