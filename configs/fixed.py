@@ -26,15 +26,15 @@ reason per line; the ablations are in reports/metaworld/README.md):
   - ViT 3 layers, decoder 128 wide with 2 layers, the instruction BPE (12 ids instead of ~44 bytes):
     ~2.5x the examples per second of the earlier sizes;
   - batch 16, lr 1e-3 with 300 warmup steps (validation 0.054 vs 0.084 at lr 3e-4 after 3 epochs; 1e-4
-    underfits), Diffusion Policy's EMA (warmup power 0.75), 4 noise samples per encoding, 15 epochs;
+    underfits), Diffusion Policy's EMA (warmup power 0.75), 4 noise samples per encoding;
   - two observation frames and a chunk of 4 actions, all executed (3D Diffusion Policy's MetaWorld
-    setting): 82% against 68% with one frame and a chunk of 16, the same 80 unseen setups (seed 4000).
+    setting): 82% against 68% with one frame and a chunk of 16, the same 80 unseen setups (seed 4000, 15 epochs);
+  - 12 epochs: with two frames an epoch takes 108-138 s alone, so 12 is what fits 30 minutes (15: ~32 min).
 
-What it reaches here (2-core CPU, `python -m tinyvla_jax.train --config configs/fixed.py`): 15 epochs =
-5,385 steps; one epoch alone takes ~1.25x the one-frame recipe's (133 s vs 108 s for the first epoch),
-whose 15 epochs took 18.0 min alone: ~23 min of training. Closed-loop success on 20 unseen setups per task:
-82% [73-89%] on seed 4000 (never looked at while choosing), 81% on seed 2000, 85% on the development seed
-1000; window-open is the weakest task (45-70%). Commands and tables: reports/metaworld/README.md.
+What it reaches here (2-core CPU, `python -m tinyvla_jax.train --config configs/fixed.py`): 12 epochs =
+4,308 steps, 26.0 min from start to the last checkpoint, timed alone. Closed-loop success on 20 unseen setups per task: 82% [73-89%] on seed 5000 (never
+looked at while choosing), 74% on seed 4000, 80% on the development seed 1000 (15 epochs: 82% and 85% on
+seeds 4000 and 1000); window-open is the weakest task (40-60%). Commands and tables: reports/metaworld/README.md.
   :tiny on the procedural task (scripts/reproduce_seed.py, 10 epochs): train loss 1.00 -> 0.54, val 0.57.
 """
 

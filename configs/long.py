@@ -1,10 +1,10 @@
-"""The long CPU recipe: configs/fixed.py's `cpu` recipe trained 3x longer, with periodic evaluation.
+"""The long CPU recipe: configs/fixed.py's `cpu` recipe trained longer (45 epochs), with periodic evaluation.
 
-Run (~65 min of training on 2 CPU cores, plus ~3 min per evaluation):
+Run (~1 h 30 min of training alone on 2 CPU cores at ~120 s per two-frame epoch, plus ~3 min per evaluation):
   python -m tinyvla_jax.train --config configs/long.py --workdir workdirs/long
 
 What differs from configs/fixed.py (and nothing else):
-- 45 epochs instead of 15 (the cosine schedule stretches with them): in the default run the validation
+- 45 epochs instead of 12 (the cosine schedule stretches with them): in the one-frame default run the validation
   loss was still falling at the last epoch, so more passes over the same 72 demonstrations are the first
   thing the measurements point at;
 - a closed-loop evaluation every 20 epochs (eval.every_epochs; the final checkpoint is evaluated at the
@@ -15,7 +15,7 @@ Measured (2-core CPU) with the previous `cpu` recipe (one observation frame, a c
 alone), closed-loop success on 20 unseen setups per task 86% [77-92%] on seed 2000 and 91% on seed 1000
 (70% and 84% for that recipe's 15-epoch run); the validation loss bottoms out at epoch ~28 and then rises
 while success keeps rising. With the current recipe (two frames, a chunk of 4: 82% at 15 epochs instead
-of 66-70%) the 45-epoch run has not been measured yet (~70 min alone). Details: reports/metaworld/README.md.
+of 66-70%) the 45-epoch run has not been measured yet. Details: reports/metaworld/README.md.
 """
 
 from tinyvla_jax import presets
