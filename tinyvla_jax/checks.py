@@ -38,5 +38,13 @@ def int_at_least(key: str, value, lo: int, *, optional: bool = False) -> None:
           f"an integer >= {lo}" + (" or None" if optional else ""))
 
 
+def known_keys(values, valid, prefix: str) -> None:
+  """Every key of a config section's mapping names one of its fields (`valid`)."""
+  unknown = sorted(set(values) - set(valid))
+  if unknown:
+    raise UserError(f"unknown config key(s) {', '.join(prefix + '.' + k for k in unknown)}; "
+                    f"valid keys: {', '.join(sorted(valid))}")
+
+
 def one_of(key: str, value, choices) -> None:
   require(key, value, value in choices, f"one of {tuple(choices)}")

@@ -19,7 +19,7 @@ import typing
 from typing import Any, Mapping
 
 from tinyvla_jax import checks
-from tinyvla_jax.data.config import DataConfig
+from tinyvla_jax.data.config import DataConfig, split_names
 from tinyvla_jax.diffusion.config import DiffusionConfig
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import VLAConfig
@@ -126,13 +126,13 @@ class Protocol:
   action_steps: int = 4
   ensemble_k: float = 0.01
 
-  def validate(self, prefix: str = "eval") -> "Protocol":
-    checks.int_at_least(f"{prefix}.episodes", self.episodes, 1)
-    checks.int_at_least(f"{prefix}.seed", self.seed, 0)
-    checks.int_at_least(f"{prefix}.max_steps", self.max_steps, 1)
-    checks.one_of(f"{prefix}.execution", self.execution, EXECUTIONS)
-    checks.int_at_least(f"{prefix}.action_steps", self.action_steps, 1)
-    checks.in_range(f"{prefix}.ensemble_k", self.ensemble_k, 0, float("inf"), hi_open=True)
+  def validate(self) -> "Protocol":
+    checks.int_at_least("eval.episodes", self.episodes, 1)
+    checks.int_at_least("eval.seed", self.seed, 0)
+    checks.int_at_least("eval.max_steps", self.max_steps, 1)
+    checks.one_of("eval.execution", self.execution, EXECUTIONS)
+    checks.int_at_least("eval.action_steps", self.action_steps, 1)
+    checks.in_range("eval.ensemble_k", self.ensemble_k, 0, float("inf"), hi_open=True)
     return self
 
 
@@ -155,10 +155,10 @@ class EvalConfig(Protocol):
 
   @property
   def task_list(self) -> list[str] | None:
-    return [t.strip() for t in self.tasks.split(",") if t.strip()] or None
+    return split_names(self.tasks)
 
-  def validate(self, prefix: str = "eval") -> "EvalConfig":
-    super().validate(prefix)
+  def validate(self) -> "EvalConfig":
+    super().validate()
     checks.int_at_least("eval.every_epochs", self.every_epochs, 0)
     return self
 
@@ -239,11 +239,7 @@ def build_section(cls, values: Mapping[str, Any], prefix: str):
     return values
   values = dict(values)
   hints = typing.get_type_hints(cls)
-  fields = {f.name for f in dataclasses.fields(cls) if f.init}
-  unknown = sorted(set(values) - fields)
-  if unknown:
-    raise UserError(f"unknown config key(s) {', '.join(prefix + '.' + k for k in unknown)}; "
-                     f"valid keys: {', '.join(sorted(fields))}")
+  checks.known_keys(values, [f.name for f in dataclasses.fields(cls) if f.init], prefix)
   for key, value in list(values.items()):
     values[key] = _coerce(value, hints[key], f"{prefix}.{key}")
   return cls(**values)

@@ -17,11 +17,11 @@ import jax
 from absl import app
 from ml_collections import config_flags
 
-from tinyvla_jax import cli
+from tinyvla_jax import cli, recipes
 
 from tinyvla_jax.models.config import VLAConfig
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
-from tinyvla_jax.run_config import RunConfig, with_backbones
+from tinyvla_jax.run_config import with_backbones
 from tinyvla_jax.training.optimizer import trainable_labels
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:s", lock_config=True)
@@ -74,7 +74,7 @@ def main(argv):
   cfg = cli.config_value(_CONFIG)
   if cfg is None:
     raise app.UsageError("pass --config configs/fixed.py:PRESET")
-  run = with_backbones(RunConfig.from_dict(cfg.to_dict()))
+  run = with_backbones(recipes.typed(cfg))
   model_cfg = run.model
   h, f = model_cfg.head, model_cfg.finetune
   title = (f"preset {run.preset}: vision {model_cfg.vision.image_size}px/{model_cfg.vision.patch_size} "

@@ -13,9 +13,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from tinyvla_jax import cli
+from tinyvla_jax import cli, recipes
 from tinyvla_jax.evaluation import periodic, protocol
-from tinyvla_jax.run_config import RunConfig
 from tinyvla_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:cpu", lock_config=True)
@@ -29,7 +28,7 @@ def main(argv):
   config = cli.config_value(_CONFIG)
   if config is None:
     raise app.UsageError("pass --config configs/fixed.py[:PRESET]")
-  config = RunConfig.from_dict(config.to_dict())  # the one bridge: typed from here down, values checked
+  config = recipes.typed(config)  # the one bridge: typed from here down, values checked
   workdir = _WORKDIR.value or f"workdirs/{config.preset}"
   result = loop.train(config, workdir=workdir, overwrite=_OVERWRITE.value,
                       epoch_hook=periodic.PeriodicEvaluation.for_run)

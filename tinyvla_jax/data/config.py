@@ -59,5 +59,9 @@ class DataConfig:
 
   def names(self, field: str) -> list[str] | None:
     """`cameras` / `tasks` as a list (None: all)."""
-    names = [v.strip() for v in getattr(self, field).split(",") if v.strip()]
-    return names or None
+    return split_names(getattr(self, field))
+
+
+def split_names(value: str) -> list[str] | None:
+  """A comma-separated config value as a list of names; None when empty (meaning: all)."""
+  return [v.strip() for v in value.split(",") if v.strip()] or None

@@ -82,10 +82,6 @@ class ChunkLoader:
     self._actions = [self.preprocess.normalize_actions(ep.actions) for ep in self.episodes]
 
   @property
-  def tokenizer(self):
-    return self.preprocess.tokenizer
-
-  @property
   def stats(self) -> NormStats:
     return self.preprocess.stats
 

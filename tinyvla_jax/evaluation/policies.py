@@ -46,10 +46,6 @@ class VLAPolicy:
   def stats(self) -> NormStats:
     return self.preprocess.stats
 
-  @property
-  def tokenizer(self):
-    return self.preprocess.tokenizer
-
   @classmethod
   def from_workdir(cls, workdir: str, *, step: int | None = None, seed: int = 0) -> tuple["VLAPolicy", dict]:
     """The checkpoint's inference params (EMA if trained with it) and preprocessing (statistics, tokenizer,

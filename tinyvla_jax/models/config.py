@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from tinyvla_jax import checks
 from tinyvla_jax.errors import UserError
 
 INIT_SCHEMES = ("fixed", "torch_default")
@@ -268,10 +269,7 @@ def _build(cls, values, prefix: str, nested_ok: bool = False):
   if isinstance(values, cls):
     return values
   values = dict(values)
-  fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(values) - set(fields))
-  _check(not unknown, f"unknown config key(s) {', '.join(prefix + '.' + k for k in unknown)}; "
-         f"valid keys: {', '.join(sorted(fields))}")
+  checks.known_keys(values, [f.name for f in dataclasses.fields(cls)], prefix)
   for k, v in list(values.items()):
     if isinstance(v, list):
       values[k] = tuple(v)
