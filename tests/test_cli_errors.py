@@ -21,6 +21,11 @@ def run(*args):
 @pytest.mark.parametrize("args, message", [
     (["-m", "tinyvla_jax.evaluate", "--workdir", "/nonexistent/run"], "no checkpoints under '/nonexistent/run'"),
     (["-m", "tinyvla_jax.evaluate"], "pass --workdir DIR"),
+    (["-m", "tinyvla_jax.evaluate", "--policy", "remote"], "--policy remote needs --server ws://HOST:PORT"),
+    (["-m", "tinyvla_jax.evaluate", "--policy", "remote", "--server", "http://x"], "must be a websocket URL"),
+    (["-m", "tinyvla_jax.evaluate", "--policy", "remote", "--server", "ws://127.0.0.1:1",
+      "--server_wait_s=1"], "no policy server at ws://127.0.0.1:1 after 1 s"),
+    (["-m", "tinyvla_jax.serve"], "pass --workdir DIR"),
     (["-m", "tinyvla_jax.train", "--config", "configs/fixed.py:tiny", "--config.data.path=/nonexistent/data",
       "--workdir", "/tmp/never"], "no episode dataset at '/nonexistent/data' (data.path)"),
     (["-m", "tinyvla_jax.train", "--config", "configs/fixed.py:tiny", "--config.data.cameras=topview",

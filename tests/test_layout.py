@@ -17,9 +17,10 @@ PACKAGE = ROOT / "tinyvla_jax"
 # Top to bottom. A module may import its own unit (its subpackage, or itself for a top-level module) and
 # anything in a strictly lower layer; units of the same layer do not import each other.
 LAYERS = (
-    ("entry points", ("train", "evaluate", "summary", "pretrained.hf_export")),
+    ("entry points", ("train", "evaluate", "serve", "summary", "pretrained.hf_export")),
     ("configs and CLI support", ("recipes", "presets", "cli")),
     ("runs", ("training", "evaluation")),
+    ("serving a trained policy", ("serving",)),
     ("the typed run config", ("run_config",)),
     ("checkpoints, backbone import and simulator", ("checkpoints", "pretrained", "sim")),
     ("the diffusion policy", ("policy",)),

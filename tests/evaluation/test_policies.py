@@ -9,17 +9,13 @@ import numpy as np
 import pytest
 
 from tinyvla_jax import presets, recipes
-from tinyvla_jax.data.normalize import NormStats
-from tinyvla_jax.data.preprocess import Preprocessor
-from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
-from tinyvla_jax.diffusion.config import DiffusionConfig
 from tinyvla_jax.evaluation import protocol as protocol_lib
 from tinyvla_jax.evaluation.execution import make_execution
 from tinyvla_jax.evaluation.policies import RandomPolicy, VLAPolicy
 from tinyvla_jax.evaluation.rollout import wilson_interval
-from tinyvla_jax.models.config import VLAConfig
-from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
 from tinyvla_jax.recipes import typed
+
+from conftest import make_tiny_inference_policy
 
 
 @dataclasses.dataclass
@@ -29,16 +25,7 @@ class Obs:
 
 
 def make_policy(obs_steps=1, seed=0):
-  d = presets.model_preset("tiny").to_dict()
-  d.update(obs_steps=obs_steps)
-  d["head"]["readout"] = "spatial_softmax"
-  model = UnifiedTinyVLAModel(VLAConfig.from_dict(d))
-  params = jax.jit(lambda r: init_params(model, r, text_len=48))(jax.random.key(0))
-  stats = NormStats(action_min=-np.ones(4, np.float32), action_max=np.ones(4, np.float32),
-                    state_mean=np.zeros(4, np.float32), state_std=np.ones(4, np.float32))
-  diffusion = DiffusionConfig(num_inference_steps=2)
-  preprocess = Preprocessor(stats=stats, tokenizer=ByteTokenizer(), max_text_len=48, obs_steps=obs_steps)
-  return VLAPolicy(model=model, params=params, preprocess=preprocess, diffusion=diffusion, seed=seed)
+  return VLAPolicy(make_tiny_inference_policy(obs_steps=obs_steps, seed=seed), seed=seed)
 
 
 def observation(i):
@@ -80,7 +67,7 @@ def test_sampling_noise_depends_only_on_seed_task_and_episode(policy):
 def test_policy_with_history_sees_the_previous_step_through_receding_execution(monkeypatch):
   policy = make_policy(obs_steps=2)
   seen = []
-  monkeypatch.setattr(policy, "_sample", lambda params, rng, **inputs: (seen.append(inputs), np.zeros((1, 16, 4)))[1])
+  monkeypatch.setattr(policy.backend, "_sample", lambda params, rng, **inputs: (seen.append(inputs), np.zeros((1, 16, 4)))[1])
   runner = make_execution("receding", policy, action_steps=3)
   policy.start_episode("drawer-open-v3", "open the drawer", episode=0)
   runner.reset()

@@ -3,8 +3,11 @@ checkpoint afterwards (needs the `sim` extra)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,9 +18,13 @@ pytest.importorskip("metaworld")
 from tinyvla_jax import presets, recipes  # noqa: E402
 from tinyvla_jax.data import sources  # noqa: E402
 from tinyvla_jax.data.store import EpisodeStore  # noqa: E402
+from tinyvla_jax.evaluation import protocol as protocol_lib  # noqa: E402
+from tinyvla_jax.evaluation.context import data_context  # noqa: E402
 from tinyvla_jax.evaluation.periodic import PeriodicEvaluation  # noqa: E402
 from tinyvla_jax.evaluation.policies import VLAPolicy  # noqa: E402
 from tinyvla_jax.recipes import typed  # noqa: E402
+from tinyvla_jax.serving.inference import InferencePolicy, load_policy  # noqa: E402
+from tinyvla_jax.serving.server import PolicyServer  # noqa: E402
 from tinyvla_jax.sim import metaworld as mw  # noqa: E402
 from tinyvla_jax.training import loop  # noqa: E402
 from tinyvla_jax.training.metrics import read_metrics  # noqa: E402
@@ -58,12 +65,11 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   assert summary["tasks"][TASK]["episodes"] == 1
   # Evaluating the checkpoint afterwards, with the same protocol, replays the same episodes exactly: the
   # same setups, the same sampling noise (a function of seed, task and episode only), the same outcome.
-  from tinyvla_jax.evaluation import protocol as protocol_lib
   again, _ = protocol_lib.evaluate_checkpoint(workdir, protocol=config.eval.protocol,
                                               out=str(tmp_path / "again"), video=False, progress=False)
   assert again["tasks"][TASK]["setups"] == summary["tasks"][TASK]["setups"]
   # Executing more actions than a chunk holds is refused before any rollout, naming the flag and the horizon.
-  with pytest.raises(ValueError, match=r"--action_steps=9 exceeds the checkpoint's chunk of 8 actions"):
+  with pytest.raises(ValueError, match=r"--action_steps=9 exceeds the policy's chunk of 8 actions"):
     protocol_lib.evaluate_checkpoint(workdir, protocol=protocol_lib.Protocol(action_steps=9), video=False,
                                      progress=False, out=str(tmp_path / "refused"))
   # The training run's closing evaluation (python -m tinyvla_jax.train ends with it) prints the table.
@@ -74,7 +80,7 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   # The checkpoint alone is a policy: params, statistics, tokenizer, crop and the data's setups.
   policy, info = VLAPolicy.from_workdir(workdir)
   data = info["assets"]["data"]
-  assert data["crop_window"] == 64 and data["tasks"] == [TASK] and policy.preprocess.crop_window == 64
+  assert data["crop_window"] == 64 and data["tasks"] == [TASK] and policy.backend.preprocess.crop_window == 64
   # Every setup in the dataset is excluded from evaluation, not only the episodes this run loaded.
   shipped = EpisodeStore(sources.SHIPPED_DATASET).setup_seeds()[TASK]
   assert set(data["setup_seeds"][TASK]) == shipped
@@ -84,14 +90,61 @@ def test_train_on_shipped_demos_then_evaluate_closed_loop(tmp_path, capsys):
   chunk = policy(obs)
   env.close()
   # The policy the run evaluated with during training acts exactly as the one restored from its checkpoint.
-  in_training = VLAPolicy(model=policy.model, params=result.state.inference_params, preprocess=policy.preprocess,
-                          diffusion=config.diffusion, seed=policy.seed)
+  backend = policy.backend
+  in_training = VLAPolicy(InferencePolicy.for_run(model=backend.model, params=result.state.inference_params,
+                                                  preprocess=backend.preprocess, diffusion=config.diffusion,
+                                                  data_info=data, seed=policy.seed), seed=policy.seed)
   in_training.start_episode(TASK, "press the button from the top", episode=2)
   np.testing.assert_array_equal(in_training(obs), chunk)
   assert chunk.shape == (8, 4) and np.isfinite(chunk).all()
   # Sampling is clipped to [-1, 1] in normalized space: actions stay inside the data's range.
-  stats = policy.stats
+  stats = backend.preprocess.stats
   assert (chunk >= stats.action_min - 1e-5).all() and (chunk <= stats.action_max + 1e-5).all()
+
+
+def _recording(policy):
+  """Records every chunk the policy's backend returns."""
+  chunks, infer = [], policy.backend.infer
+  policy.backend.infer = lambda obs: (reply := infer(obs), chunks.append(np.array(reply["actions"])))[0]
+  return chunks
+
+
+def test_remote_evaluation_through_the_server_has_the_in_process_outcomes(tmp_path):
+  workdir = str(tmp_path / "run")
+  c = micro_metaworld_config()
+  c.eval.every_epochs = 0
+  c.eval.at_end = False
+  config = typed(c)
+  loop.train(config, workdir=workdir, progress=False)
+  protocol = dataclasses.replace(config.eval.protocol, max_steps=12)
+  local, info = VLAPolicy.from_workdir(workdir, seed=protocol.seed)
+  local_chunks = _recording(local)
+  context = data_context(info["assets"]["data"])
+  here = protocol_lib.run(local, context, protocol=protocol, out_dir=None, video=False, progress=False, label="x")
+  server = PolicyServer(load_policy(workdir), port=0).start_in_thread()
+  try:
+    remote = VLAPolicy.remote(server.url, seed=protocol.seed)
+    remote_chunks = _recording(remote)
+    there = protocol_lib.run(remote, context, protocol=protocol, out_dir=None, video=False, progress=False, label="x")
+    # The same requests (frames, states, instruction, key) reach the same computation: identical actions.
+    assert len(remote_chunks) == len(local_chunks) == 3
+    for a, b in zip(remote_chunks, local_chunks):
+      np.testing.assert_array_equal(a, b)
+    for task, result in here["tasks"].items():  # every outcome and step count (not the wall times)
+      assert there["tasks"][task]["setups"] == result["setups"]
+      assert there["tasks"][task]["policy_calls"] == result["policy_calls"] == 3
+    # The CLI: `evaluate --policy remote` on the checkpoint's setups writes the same outcomes.
+    out = str(tmp_path / "cli")
+    proc = subprocess.run([sys.executable, "-m", "tinyvla_jax.evaluate", "--policy", "remote", "--server", server.url,
+                           "--workdir", workdir, "--max_steps", "12", "--episodes", str(protocol.episodes),
+                           "--seed", str(protocol.seed), "--video=false", "--progress=false",
+                           "--out", out], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cli_summary = json.load(open(os.path.join(out, "summary.json")))
+    assert cli_summary["tasks"][TASK]["setups"] == here["tasks"][TASK]["setups"]
+    assert cli_summary["policy"].startswith("remote-step")
+  finally:
+    server.stop()
 
 
 def test_closed_loop_eval_refuses_non_metaworld_runs(tmp_path):

@@ -16,6 +16,7 @@ from tinyvla_jax.evaluation import protocol
 from tinyvla_jax.evaluation.context import data_context
 from tinyvla_jax.evaluation.policies import VLAPolicy
 from tinyvla_jax.run_config import RunConfig
+from tinyvla_jax.serving.inference import InferencePolicy
 from tinyvla_jax.sim.metaworld import require_metaworld
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ class PeriodicEvaluation:
     require_metaworld()  # fail at start, not after the first epoch, when MetaWorld is missing
     self.context = data_context(data_info)  # raises for non-MetaWorld data
     self.config, self.workdir, self.writer = config, workdir, writer
-    self.policy = VLAPolicy(model=model, params=None, preprocess=preprocess, diffusion=config.diffusion,
-                            seed=ev.seed)
+    self.inference = InferencePolicy.for_run(model=model, params=None, preprocess=preprocess,
+                                             diffusion=config.diffusion, data_info=data_info, seed=ev.seed)
+    self.policy = VLAPolicy(self.inference, seed=ev.seed)
 
   @classmethod
   def for_run(cls, config: RunConfig, **run) -> "PeriodicEvaluation | None":
@@ -43,7 +45,7 @@ class PeriodicEvaluation:
 
   def run(self, params, *, epoch: int, step: int) -> dict:
     ev = self.config.eval
-    self.policy.params = params
+    self.inference.params = params
     summary = protocol.run(self.policy, self.context, protocol=ev.protocol, tasks=ev.task_list,
                            out_dir=os.path.join(self.workdir, "eval", f"epoch{epoch}"), video=ev.video,
                            progress=False, label=f"epoch{epoch}")

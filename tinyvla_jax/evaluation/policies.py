@@ -11,63 +11,48 @@ training, gives each episode the same noise and so the same outcome.
 
 from __future__ import annotations
 
-import os
 import zlib
 
 import jax
 import numpy as np
 
-from tinyvla_jax.data.normalize import NormStats
-from tinyvla_jax.data.preprocess import Preprocessor
-from tinyvla_jax.diffusion.config import DiffusionConfig
-from tinyvla_jax.errors import MissingFileError, UserError
-from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
-from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
-from tinyvla_jax.run_config import RunConfig
+from tinyvla_jax.serving.inference import load_policy
 
 
 class VLAPolicy:
-  """A trained TinyVLA: one jitted call per chunk (vision + LLM once, then the DDIM/DDPM loop in a scan)."""
+  """A trained TinyVLA in the evaluator: an episode's bookkeeping (its instruction, the observation history,
+  the per-episode sampling noise) over an inference backend with `metadata` and `infer(obs)` (serving/):
+  the checkpoint in this process (`from_workdir`, serving.inference.InferencePolicy) or a policy server
+  (`remote`, serving.client.RemotePolicy). Both get the same request, including the sampler's key, so a
+  remote evaluation has the same outcomes as an in-process one."""
 
-  def __init__(self, *, model: UnifiedTinyVLAModel, params, preprocess: Preprocessor, diffusion: DiffusionConfig,
-               seed: int = 0):
-    if preprocess.obs_steps != model.config.obs_steps:
-      raise UserError(f"the preprocessing keeps {preprocess.obs_steps} observation steps, the model takes "
-                       f"model.obs_steps={model.config.obs_steps}")
-    self.model, self.params, self.preprocess = model, params, preprocess
-    self._sample = DiffusionPolicy.from_config(model, diffusion).jitted_sampler()
-    self.seed = seed
+  def __init__(self, backend, *, seed: int = 0):
+    self.backend, self.seed = backend, seed
+    schema = backend.metadata["observation"]
+    self.cameras = list(schema["images"])
+    self.obs_steps = int(schema["obs_steps"])
+    self.horizon = int(backend.metadata["action_horizon"])
     self._rng = None
     self._calls = 0
-    self._prompt = None
+    self._instruction = None
     self._history: list = []  # the episode's last obs_steps observations, oldest first
-
-  @property
-  def stats(self) -> NormStats:
-    return self.preprocess.stats
 
   @classmethod
   def from_workdir(cls, workdir: str, *, step: int | None = None, seed: int = 0) -> tuple["VLAPolicy", dict]:
-    """The checkpoint's inference params (EMA if trained with it) and preprocessing (statistics, tokenizer,
-    crop, history), from the workdir alone. Returns (policy, info) with info = dict(step, config (a
-    RunConfig), assets)."""
-    from tinyvla_jax.checkpoints import Checkpointer
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-      raise MissingFileError(f"no checkpoints under {workdir!r} (--workdir): train first with "
-                              "python -m tinyvla_jax.train --config configs/fixed.py --workdir DIR")
-    with Checkpointer(workdir) as checkpointer:
-      assets, config = checkpointer.restore_json(step)
-      config = RunConfig.from_dict(config)
-      model = UnifiedTinyVLAModel(config.model)
-      target = jax.eval_shape(lambda: init_params(model, jax.random.key(0), text_len=config.data.max_text_len))
-      restored = checkpointer.restore(train_state_target=None, params_target=target, step=step)
-    preprocess = Preprocessor.from_assets(restored.assets, max_text_len=config.data.max_text_len,
-                                          obs_steps=config.model.obs_steps)
-    policy = cls(model=model, params=restored.params, preprocess=preprocess, diffusion=config.diffusion, seed=seed)
-    return policy, dict(step=restored.step, config=config, assets=restored.assets)
+    """The checkpoint's inference params (EMA if trained with it) and preprocessing, from the workdir
+    alone. Returns (policy, info) with info = dict(step, config (a RunConfig), assets)."""
+    backend = load_policy(workdir, step, seed=seed)
+    return cls(backend, seed=seed), dict(step=backend.step, config=backend.run_config, assets=backend.assets)
+
+  @classmethod
+  def remote(cls, url: str, *, seed: int = 0, api_key: str | None = None,
+             connect_timeout_s: float = 60.0) -> "VLAPolicy":
+    """The policy a server at `url` serves (python -m tinyvla_jax.serve)."""
+    from tinyvla_jax.serving.client import RemotePolicy
+    return cls(RemotePolicy(url, api_key=api_key, connect_timeout_s=connect_timeout_s), seed=seed)
 
   def start_episode(self, task: str, instruction: str, *, episode: int = 0) -> None:
-    self._prompt = self.preprocess.encode_prompt(instruction)
+    self._instruction = instruction
     self._rng = jax.random.key(episode_seed(self.seed, task, episode))
     self._calls = 0
     self._history = []
@@ -77,18 +62,22 @@ class VLAPolicy:
     chunk is predicted), so that a model with obs_steps > 1 sees the frames just before the current one."""
     if self._history and self._history[-1] is obs:
       return
-    self._history = (self._history + [obs])[-self.preprocess.obs_steps:]
+    self._history = (self._history + [obs])[-self.obs_steps:]
+
+  def request(self, obs) -> dict:
+    """The served observation (serving/schema.py) for the current step: history, instruction, key."""
+    self.observe(obs)
+    key = jax.random.fold_in(self._rng, self._calls)
+    return {"images": {name: np.stack([o.images[i] for o in self._history]) for i, name in enumerate(self.cameras)},
+            "state": np.stack([np.asarray(o.state, np.float32) for o in self._history]),
+            "prompt": self._instruction, "noise_key": np.asarray(jax.random.key_data(key), np.uint32)}
 
   def __call__(self, obs) -> np.ndarray:
-    if self._prompt is None:
+    if self._instruction is None:
       raise RuntimeError("call start_episode(task, instruction, episode=i) first")
-    self.observe(obs)
-    inputs = self.preprocess.observation([o.images for o in self._history], [o.state for o in self._history],
-                                         self._prompt)
-    rng = jax.random.fold_in(self._rng, self._calls)
+    request = self.request(obs)
     self._calls += 1
-    chunk = self._sample(self.params, rng, **inputs)
-    return self.preprocess.unnormalize_actions(np.asarray(chunk[0]))
+    return np.asarray(self.backend.infer(request)["actions"])
 
 
 class ExpertPolicy:

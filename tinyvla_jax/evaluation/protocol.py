@@ -41,16 +41,19 @@ def evaluate_checkpoint(workdir: str, *, step: int | None = None, tasks=None, pr
   from tinyvla_jax.evaluation.policies import VLAPolicy
 
   policy, info = VLAPolicy.from_workdir(workdir, step=step, seed=protocol.seed)
-  horizon = policy.model.config.head.horizon
-  if protocol.execution == "receding" and protocol.action_steps > horizon:
-    raise UserError(f"--action_steps={protocol.action_steps} exceeds the checkpoint's chunk of {horizon} actions "
-                    f"(model.head.horizon): pass --action_steps {horizon} or fewer")
+  check_action_steps(protocol, policy.horizon)
   context = data_context(info["assets"].get("data", {}))
   name = run_name("vla", info["step"], protocol)
   out = out or os.path.join(workdir, "eval", name)
   summary = run(policy, context, protocol=protocol, tasks=tasks, out_dir=out, video=video, progress=progress,
                 label=name, meta=dict(workdir=workdir, step=info["step"]))
   return summary, out
+
+
+def check_action_steps(protocol: Protocol, horizon: int) -> None:
+  if protocol.execution == "receding" and protocol.action_steps > horizon:
+    raise UserError(f"--action_steps={protocol.action_steps} exceeds the policy's chunk of {horizon} actions "
+                    f"(model.head.horizon): pass --action_steps {horizon} or fewer")
 
 
 def run(policy, context: dict, *, protocol: Protocol, tasks=None, out_dir: str | None, video: bool, progress: bool,
