@@ -15,7 +15,7 @@ from tinyvla_jax.evaluation.policies import RandomPolicy, VLAPolicy
 from tinyvla_jax.evaluation.rollout import wilson_interval
 from tinyvla_jax.recipes import typed
 
-from conftest import make_tiny_inference_policy
+from tiny_policy import make_tiny_inference_policy
 
 
 @dataclasses.dataclass

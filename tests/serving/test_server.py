@@ -16,7 +16,7 @@ from tinyvla_jax.serving import wire
 from tinyvla_jax.serving.client import RemotePolicy, RemotePolicyError
 from tinyvla_jax.serving.server import PolicyServer
 
-from conftest import make_tiny_inference_policy
+from tiny_policy import make_tiny_inference_policy
 
 websocket_client_policy = pytest.importorskip("openpi_client.websocket_client_policy")
 # openpi-client 0.1.2 connects without the context manager that websockets >= 17 asks for
