@@ -3,7 +3,7 @@ process (start, answer, stop on SIGTERM), the load-test script, and the entry po
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import pathlib
 import signal
@@ -19,6 +19,7 @@ from micro import micro_config  # noqa: E402
 import tinyvla_jax  # noqa: E402
 from tinyvla_jax.recipes import typed  # noqa: E402
 from tinyvla_jax.serving.client import RemotePolicy  # noqa: E402
+from tinyvla_jax.serving.load_test import run_load  # noqa: E402
 from tinyvla_jax.training import loop  # noqa: E402
 
 pytest.importorskip("websockets")
@@ -76,11 +77,15 @@ def test_serve_errors_are_one_line(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
-def test_load_test_script_reports_latency_throughput_and_errors(workdir):
-  spec = importlib.util.spec_from_file_location("load_test_server", ROOT / "scripts" / "load_test_server.py")
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
-  result = script.run_load(tinyvla_jax.load_policy(workdir), clients=3, requests=7, max_batch=4, timeout_s=120)
+def test_load_test_reports_latency_throughput_and_errors(workdir):
+  result = run_load(tinyvla_jax.load_policy(workdir), clients=3, requests=7, max_batch=4, timeout_s=120)
   assert result["completed"] == 7 and result["errors"] == 0, result
   assert result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] and result["throughput_rps"] > 0
   assert 1 <= result["mean_batch_size"] <= 4
+  proc = subprocess.run([sys.executable, "scripts/load_test_server.py", "--workdir", workdir, "--clients", "2",
+                         "--requests", "4", "--max_batch", "2", "--compilation_cache=off"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  printed = json.loads(proc.stdout)
+  assert [r["max_batch"] for r in printed["runs"]] == [2, 1] and all(r["completed"] == 4 for r in printed["runs"])
+  assert printed["batching_throughput_gain"] > 0
