@@ -33,6 +33,7 @@ from tinyvla_jax.run_config import with_backbones
 from tinyvla_jax.training import loop
 from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
 from tinyvla_jax.training import objectives
+from tinyvla_jax.training.optimizer import partition_of
 from tinyvla_jax.training.step import make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py")
@@ -112,11 +113,14 @@ def main(argv):
     return jnp.sum(model.apply({"params": p}, method=run))
 
   policy = DiffusionPolicy.from_config(model, config.diffusion)
-  grads = jax.grad(lambda p: policy.compute_loss(p, batch, rng, noise_samples=ns))(params)
+  partition = partition_of(tx)  # the step differentiates the trainable parameters only
+  trainable, frozen = partition.split(params)
+  grads = jax.grad(lambda t: policy.compute_loss(partition.merge(t, frozen), batch, rng, noise_samples=ns))(trainable)
 
   def optimizer_update(state, grads):
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return jax.tree.map(lambda p, u: p + u, state.params, updates), opt_state
+    trainable = partition.split(state.params)[0]
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    return jax.tree.map(lambda p, u: p + u, trainable, updates), opt_state
 
   step = make_train_step(objective=objectives.for_recipe(policy, config.train), tx=tx, lr_schedule=lr,
                          ema_decay=config.train.ema_decay, ema_power=config.train.ema_power)

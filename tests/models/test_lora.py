@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tinyvla_jax import presets
@@ -160,6 +161,62 @@ def test_a_train_step_changes_only_adapters_projector_and_head(lora_model):
       assert did, f"{name} should have trained"
     elif not str(path[-1].key) == "lora_a":
       assert not did, f"{name} is frozen under LoRA but changed"
+
+
+def _lora_step_setup(lora_model, *, use_ema=False):
+  config, params = lora_model
+  model = UnifiedTinyVLAModel(config)
+  tx, lr = make_optimizer(OptimConfig(learning_rate=1e-2), total_steps=10, params=params, finetune=config.finetune)
+  objective = denoising(DiffusionPolicy(model, schedule=make_schedule(num_train_steps=100)))
+  x = inputs(config)
+  batch = dict(images=x["images"], tokens=x["tokens"], token_mask=x["token_mask"], state=x["state"],
+               actions=jnp.clip(x["noisy_actions"], -1, 1), action_mask=jnp.ones((2, 8), bool))
+  return params, tx, lr, objective, batch
+
+
+def _flops(step, state, batch) -> float:
+  cost = jax.jit(step).lower(state, batch).compile().cost_analysis()
+  return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+
+def test_frozen_weights_are_not_differentiated(lora_model):
+  """The step differentiates the adapters, projector and head only. Before (the whole tree differentiated,
+  frozen updates zeroed afterwards by optax.multi_transform) XLA computed every frozen weight gradient."""
+  params, tx, lr, objective, batch = _lora_step_setup(lora_model)
+  new_step = make_train_step(objective=objective, tx=tx, lr_schedule=lr, ema_decay=0.99)
+  new_state = create_train_state(params=params, tx=tx, rng=jax.random.key(1), use_ema=True)
+  labels = trainable_labels(params, (), lora_model[0].finetune)
+  whole = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.01))
+  old_tx = optax.multi_transform({"train": whole, "frozen": optax.set_to_zero()}, labels)
+  old_step = make_train_step(objective=objective, tx=old_tx, lr_schedule=lr, ema_decay=0.99)
+  old_state = create_train_state(params=params, tx=old_tx, rng=jax.random.key(1), use_ema=True)
+  new_flops, old_flops = _flops(new_step, new_state, batch), _flops(old_step, old_state, batch)
+  print(f"LoRA step FLOPs: {old_flops:.3g} differentiating everything, {new_flops:.3g} trainable only "
+        f"({new_flops / old_flops:.2f}x)")
+  assert new_flops < 0.85 * old_flops
+  # The optimizer state and the EMA hold the trainable leaves only; inference = EMA over the frozen weights.
+  trainable, frozen = tx.partition.split(params)
+  n_trainable, n_all = len(jax.tree.leaves(trainable)), len(jax.tree.leaves(params))
+  assert 0 < n_trainable < n_all and len(jax.tree.leaves(new_state.ema_params)) == n_trainable
+  assert jax.tree.structure(tx.partition.merge(trainable, frozen)) == jax.tree.structure(params)
+  step = jax.jit(new_step)
+  state = new_state
+  for _ in range(3):
+    state, metrics = step(state, batch)
+    assert bool(metrics["finite"])
+  after_trainable, after_frozen = tx.partition.split(state.params)
+  jax.tree.map(np.testing.assert_array_equal, after_frozen, frozen)  # bit-identical
+  assert any(bool(np.any(np.asarray(a) != np.asarray(b)))
+             for a, b in zip(jax.tree.leaves(after_trainable), jax.tree.leaves(trainable)))
+  inference = state.inference_params
+  assert jax.tree.structure(inference) == jax.tree.structure(params)
+  jax.tree.map(np.testing.assert_array_equal, tx.partition.split(inference)[1], frozen)
+  jax.tree.map(np.testing.assert_array_equal, tx.partition.split(inference)[0], state.ema_params)
+  # The logged gradient norm is the trainable parameters' (what clipping sees).
+  rng = jax.random.fold_in(new_state.rng, 0)
+  grads = jax.grad(lambda t: objective(tx.partition.merge(t, frozen), batch, rng)[0])(trainable)
+  _, first = jax.jit(new_step)(new_state, batch)
+  np.testing.assert_allclose(float(first["grad_norm"]), float(optax.tree.norm(grads)), rtol=1e-5)
 
 
 def test_trainable_labels_per_mode(lora_model):

@@ -3,9 +3,11 @@
 Masks decide two things per parameter (by its path in the tree):
 - trainable or frozen: a top-level component named in `optim.frozen` (e.g. "vision"), a backbone whose
   `model.finetune` mode is "frozen", and everything but the LoRA adapters of a "lora" backbone are
-  frozen. Frozen parameters get exactly zero updates (optax.set_to_zero) and no optimizer state, and
-  their gradients do not count toward the clipping norm. `trainable_labels` is also what `summary`
-  counts trainable parameters with;
+  frozen. The optimizer knows its `Partition` (`tx.partition`): the train step differentiates the
+  trainable parameters only (the frozen ones enter the loss as constants, so XLA never computes their
+  weight gradients: the LoRA presets' backward pass skips every frozen CLIP and Pythia matrix), the
+  optimizer state and the EMA cover only them, and the logged gradient norm is the one clipping sees.
+  `trainable_labels` is also what `summary` counts trainable parameters with;
 - weight decay: `optim.decay="kernels"` decays matrices and conv kernels only (not biases, norm
   scales or embeddings), the usual practice; `"all"` decays everything, as torch.optim.AdamW does
   with a single parameter group (the original TinyVLA code).
@@ -13,8 +15,12 @@ Masks decide two things per parameter (by its path in the tree):
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, NamedTuple
+
 import jax
 import optax
+from flax import traverse_util
 
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models.config import FinetuneConfig
@@ -66,20 +72,64 @@ def trainable_labels(params, frozen: tuple[str, ...], finetune: FinetuneConfig |
   return {k: labels(k, v) for k, v in params.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class Partition:
+  """Which parameters train: `split(params) -> (trainable, frozen)`, two nested dicts holding only their
+  own leaves, and `merge` its inverse. With nothing frozen, split returns the tree itself (and an empty
+  dict), so a fully trained model's step is exactly what it was without a partition."""
+
+  frozen_paths: frozenset = frozenset()  # of tuples of keys (flax.traverse_util.flatten_dict paths)
+
+  @classmethod
+  def from_labels(cls, labels) -> "Partition":
+    flat = traverse_util.flatten_dict(labels)
+    return cls(frozenset(path for path, label in flat.items() if label == "frozen"))
+
+  @property
+  def freezes_something(self) -> bool:
+    return bool(self.frozen_paths)
+
+  def split(self, params) -> tuple[Any, Any]:
+    if not self.frozen_paths:
+      return params, {}
+    flat = traverse_util.flatten_dict(params)
+    trainable = {k: v for k, v in flat.items() if k not in self.frozen_paths}
+    frozen = {k: v for k, v in flat.items() if k in self.frozen_paths}
+    return traverse_util.unflatten_dict(trainable), traverse_util.unflatten_dict(frozen)
+
+  def merge(self, trainable, frozen) -> Any:
+    if not self.frozen_paths:
+      return trainable
+    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(frozen),
+                                         **traverse_util.flatten_dict(trainable)})
+
+
+class TrainableOptimizer(NamedTuple):
+  """An optax transformation of the trainable parameters (`partition.split(params)[0]`) that carries its
+  partition, so the state and the step built from it know what to differentiate."""
+
+  init: Any
+  update: Any
+  partition: Partition
+
+
 def make_optimizer(optim: OptimConfig, *, total_steps: int, params,
-                   finetune: FinetuneConfig | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """-> (the transformation, its learning-rate schedule) for the `optim` config section and the model's
-  `finetune` modes (None: every backbone trains fully)."""
+                   finetune: FinetuneConfig | None = None) -> tuple[TrainableOptimizer, optax.Schedule]:
+  """-> (the transformation of the trainable parameters, its learning-rate schedule) for the `optim` config
+  section and the model's `finetune` modes (None: every backbone trains fully)."""
   schedule = learning_rate_schedule(optim, total_steps=total_steps)
+  partition = Partition.from_labels(trainable_labels(params, optim.frozen, finetune))
+  trainable, _ = partition.split(params)
   parts = []
   if optim.grad_clip_norm is not None:
     parts.append(optax.clip_by_global_norm(optim.grad_clip_norm))
   parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                            weight_decay=optim.weight_decay,  # optax's default is 1e-4, torch's 0.01: explicit
-                           mask=decay_mask(params, optim.decay)))
+                           mask=decay_mask(trainable, optim.decay)))
   tx = optax.chain(*parts)
-  labels = trainable_labels(params, optim.frozen, finetune)
-  # Only wrap when something is frozen: a fully trained model keeps the plain chain (and its state layout).
-  if any(label == "frozen" for label in jax.tree.leaves(labels)):
-    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
-  return tx, schedule
+  return TrainableOptimizer(tx.init, tx.update, partition), schedule
+
+
+def partition_of(tx) -> Partition:
+  """The partition a transformation trains (everything, for a plain optax transformation)."""
+  return getattr(tx, "partition", None) or Partition()

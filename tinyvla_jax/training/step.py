@@ -1,6 +1,8 @@
 """The train step: the objective's gradient, one optimizer update, and non-finite batches masked out.
 
-`make_train_step` returns a pure function `(state, batch) -> (state, metrics)`; the caller jits it
+`make_train_step` returns a pure function `(state, batch) -> (state, metrics)`. It differentiates only the
+parameters the optimizer trains (`tx.partition`, training/optimizer.py): frozen backbone weights are
+constants of the loss, so no frozen weight gradient is ever computed. The caller jits it
 (with `donate_argnums=0`, and in/out shardings when running on a mesh), so the same function serves
 one device and many.
 
@@ -24,6 +26,7 @@ import optax
 
 from tinyvla_jax.training import ema as ema_lib
 from tinyvla_jax.training.objectives import Batch, Objective
+from tinyvla_jax.training.optimizer import partition_of
 from tinyvla_jax.training.state import TrainState
 
 
@@ -34,24 +37,32 @@ def make_train_step(*, objective: Objective, tx: optax.GradientTransformation, l
   the recipe says). `ema_decay` is the EMA's (maximum) decay, `ema_power` Diffusion Policy's warmup
   (training/ema.py; None: constant decay)."""
 
+  partition = partition_of(tx)
+
+  def objective_of_trainable(trainable, frozen, batch, rng):
+    return objective(partition.merge(trainable, frozen), batch, rng)
+
   def train_step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(state.rng, state.batches_seen)
-    (scaled, loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params, batch, rng)
+    # Only the trainable parameters are differentiated: the frozen ones are constants of the loss.
+    trainable, frozen = partition.split(state.params)
+    (scaled, loss), grads = jax.value_and_grad(objective_of_trainable, has_aux=True)(trainable, frozen, batch, rng)
     grad_norm = optax.tree.norm(grads)
     # The update is computed outside the cond so its finiteness can decide the cond; it is the same
     # work the update branch would do (XLA keeps one copy).
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    trained = optax.apply_updates(trainable, updates)
+    params = partition.merge(trained, frozen)
     update_norm = optax.tree.norm(updates)
     finite = (jnp.isfinite(scaled) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
-              & jnp.isfinite(optax.tree.norm(params)))
+              & jnp.isfinite(optax.tree.norm(trained)))
     if not skip_nonfinite:
       finite = jnp.array(True)
 
     def apply_update(state):
       ema = state.ema_params
       if ema is not None:
-        ema = ema_lib.update(ema, params, ema_lib.ema_decay(state.step, max_decay=ema_decay, power=ema_power))
+        ema = ema_lib.update(ema, trained, ema_lib.ema_decay(state.step, max_decay=ema_decay, power=ema_power))
       return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
                            consecutive_skipped=jnp.zeros_like(state.consecutive_skipped))
 
