@@ -21,6 +21,7 @@ import socket
 from tinyvla_jax.checkpoints import Checkpointer
 from tinyvla_jax.data.store import write_json_atomic
 from tinyvla_jax.errors import UserError, WorkdirBusyError
+from tinyvla_jax.run_config import RunConfig
 
 LOCK_FILE = ".lock"
 
@@ -90,7 +91,13 @@ def _flatten(d, prefix=""):
 
 
 def config_differences(stored: dict, current: dict) -> list[str]:
-  """`key: stored -> current` for every config value that differs (RESUMABLE_KEYS may)."""
+  """`key: stored -> current` for every config value that differs (RESUMABLE_KEYS may). The stored config
+  is read as this version reads it first, so a key added to the code since it was written (with its
+  default) is not a difference: a run started before an upgrade resumes after it."""
+  try:
+    stored = RunConfig.from_dict(stored).to_dict()
+  except UserError:  # a key this version no longer knows: compare as written, the difference is real
+    pass
   a, b = _flatten(stored), _flatten(current)
   return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
           if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)]
