@@ -43,6 +43,7 @@ import time
 import warnings
 from typing import Any, NamedTuple
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -231,7 +232,8 @@ class Checkpointer:
     for step in self._unsealed:
       step_dir = self.directory / str(step)
       if step_dir.is_dir():  # retention may already have removed it
-        write_manifest(step_dir)
+        if jax.process_index() == 0:  # one writer per file in a multi-host run (Orbax's primary host)
+          write_manifest(step_dir)
         self._verified.add(step)
     self._unsealed = []
 
@@ -286,9 +288,9 @@ class Checkpointer:
       raise UserError("pass train_state_target or params_target (or use restore_json for assets/config only)")
     items = {"assets": ocp.args.JsonRestore(), "config": ocp.args.JsonRestore()}
     if train_state_target is not None:
-      items["train_state"] = ocp.args.StandardRestore(train_state_target)
+      items["train_state"] = ocp.args.StandardRestore(_placed(train_state_target))
     if params_target is not None:
-      items["params"] = ocp.args.StandardRestore(params_target)
+      items["params"] = ocp.args.StandardRestore(_placed(params_target))
     step, out = self._restore_newest_intact(step, items)
     return Restored(step=step, train_state=out.get("train_state"), params=out.get("params"),
                     assets=out["assets"], config=out["config"])
@@ -316,7 +318,7 @@ class Checkpointer:
             f"could not restore checkpoint step {candidate} from {self.directory} ({_brief(error)}); {what} and "
             "nothing was deleted: if the code or config changed since it was written, pass --overwrite or "
             "another --workdir") from error
-      if not sealed:  # it read back completely: seal it so later damage is caught
+      if not sealed and jax.process_index() == 0:  # it read back completely: seal it so later damage is caught
         try:
           write_manifest(self.directory / str(candidate))
           self._verified.add(candidate)
@@ -348,15 +350,44 @@ class Checkpointer:
     return None
 
   def _move_aside(self, step_dir: pathlib.Path) -> pathlib.Path:
+    """Moves a damaged step under damaged/ (process 0 of a multi-host run moves it; every process found the
+    same damage, since they read the same files, and waits for the move)."""
     target = self.directory / DAMAGED / step_dir.name
     n = 1
     while target.exists():
       target = self.directory / DAMAGED / f"{step_dir.name}.{n}"
       n += 1
-    target.parent.mkdir(exist_ok=True)
-    shutil.move(str(step_dir), str(target))
+    if jax.process_index() == 0:
+      target.parent.mkdir(exist_ok=True)
+      shutil.move(str(step_dir), str(target))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"tinyvla_damaged_{step_dir.name}")
     self._manager.reload()  # forget the step: the resumed run will write it again
     return target
+
+
+def _placed(target):
+  """A restore target whose every leaf names where it goes. Orbax otherwise puts each array back on the
+  devices that saved it, which fails for a checkpoint written on 8 GPUs and read on a laptop. A leaf without
+  a sharding (a plain `jax.eval_shape` tree) goes to the first device, or, with several processes,
+  replicated over all of them."""
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+  if jax.process_count() == 1:
+    default = SingleDeviceSharding(jax.devices()[0])
+  else:
+    default = NamedSharding(jax.make_mesh((jax.device_count(),), ("all",)), PartitionSpec())
+
+  def leaf(x):
+    if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default)
+    if x is not None and not isinstance(x, (jax.ShapeDtypeStruct, jax.Array)) and hasattr(x, "shape"):
+      return jax.ShapeDtypeStruct(x.shape, jnp.asarray(x).dtype, sharding=default)  # a NumPy array
+    return x
+
+  return jax.tree.map(leaf, target)
 
 
 class SaveInterval:

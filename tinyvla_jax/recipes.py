@@ -84,6 +84,7 @@ def seed_recipe(model: ml_collections.ConfigDict, *, preset: str) -> ml_collecti
   c.optim = section(run_config.OptimConfig())
   c.train = section(run_config.TrainConfig())
   c.eval = section(run_config.EvalConfig())
+  c.mesh = section(run_config.MeshConfig())
   return c
 
 

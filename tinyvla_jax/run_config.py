@@ -7,7 +7,7 @@ the key to fix (before any data is loaded or anything compiled). A checkpoint st
 evaluation rebuilds the same `RunConfig` from it.
 
 Sections: `model` (models/config.py), `data` (data/config.py), `diffusion` (diffusion/config.py), and
-`pretrained`, `optim`, `train`, `eval` below. Each field's default is the seed recipe's value
+`pretrained`, `optim`, `train`, `eval`, `mesh` (devices: training/sharding.py) below. Each field's default is the seed recipe's value
 (tinyvla_jax/recipes.py builds the ml_collections sections from these dataclasses, so a default has one home);
 the `cpu` recipe's changes, with their reasons, are in recipes.cpu_recipe.
 """
@@ -85,6 +85,9 @@ class TrainConfig:
   ema_decay: float | None = None  # e.g. 0.9999; the checkpoint's inference params are then the EMA
   ema_power: float | None = None  # Diffusion Policy's EMA warmup (0.75); None: a constant ema_decay
   noise_samples: int = 1  # noised copies of each chunk per observation encoding (training/step.py)
+  # Split each global batch into this many micro-batches whose gradients are averaged before one update
+  # (a global batch larger than the devices hold); 1: none.
+  grad_accum_steps: int = 1
   max_steps: int | None = None  # stop early (a checkpoint is saved); resuming continues the same run
   log_every: int = 10
   keep_checkpoints: int = 3
@@ -104,6 +107,9 @@ class TrainConfig:
     checks.int_at_least("train.keep_checkpoints", self.keep_checkpoints, 1)
     checks.int_at_least("train.max_consecutive_skips", self.max_consecutive_skips, 0)
     checks.int_at_least("train.noise_samples", self.noise_samples, 1)
+    checks.int_at_least("train.grad_accum_steps", self.grad_accum_steps, 1)
+    checks.require("train.grad_accum_steps", self.grad_accum_steps, self.batch_size % self.grad_accum_steps == 0,
+                   f"a divisor of train.batch_size={self.batch_size}")
     checks.int_at_least("train.checkpoint_every_steps", self.checkpoint_every_steps, 0)
     checks.in_range("train.checkpoint_every_minutes", self.checkpoint_every_minutes, 0, inf, hi_open=True)
     checks.in_range("train.ema_decay", self.ema_decay, 0, 1, hi_open=True, optional=True)
@@ -163,8 +169,44 @@ class EvalConfig(Protocol):
     return self
 
 
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """`mesh.data` x `mesh.fsdp` devices (-1: all the devices the other axis leaves), and the size from
+  which a parameter is split over `fsdp` (smaller ones are replicated: splitting them costs more in
+  collectives than it saves in memory). The default is data parallelism over every device."""
+
+  data: int = -1
+  fsdp: int = 1
+  fsdp_min_mib: float = 4.0
+
+  def validate(self) -> "MeshConfig":
+    for key in ("data", "fsdp"):
+      value = getattr(self, key)
+      checks.require(f"mesh.{key}", value, isinstance(value, int) and not isinstance(value, bool)
+                     and (value == -1 or value >= 1), "an integer >= 1, or -1 for all remaining devices")
+    if self.data == -1 and self.fsdp == -1:
+      raise UserError("--config.mesh.data=-1 and --config.mesh.fsdp=-1: at most one axis may take the "
+                      "remaining devices; give the other a size")
+    checks.in_range("mesh.fsdp_min_mib", self.fsdp_min_mib, 0, float("inf"), hi_open=True)
+    return self
+
+  def shape(self, num_devices: int) -> tuple[int, int]:
+    """(data, fsdp) for `num_devices`, -1 resolved; a shape the devices cannot fill is one line."""
+    data, fsdp = self.data, self.fsdp
+    if data == -1 or fsdp == -1:
+      known = fsdp if data == -1 else data
+      if num_devices % known:
+        raise UserError(f"--config.mesh.{'fsdp' if data == -1 else 'data'}={known} does not divide the "
+                        f"{num_devices} devices: pick a divisor of {num_devices}")
+      data, fsdp = (num_devices // known, known) if data == -1 else (known, num_devices // known)
+    if data * fsdp != num_devices:
+      raise UserError(f"--config.mesh.data={data} x --config.mesh.fsdp={fsdp} = {data * fsdp} devices, but "
+                      f"{num_devices} are available: make the product {num_devices} (or set one axis to -1)")
+    return data, fsdp
+
+
 SECTIONS = {"pretrained": PretrainedConfig, "data": DataConfig, "diffusion": DiffusionConfig,
-            "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+            "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig, "mesh": MeshConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +220,7 @@ class RunConfig:
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   pretrained: PretrainedConfig = dataclasses.field(default_factory=PretrainedConfig)
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
   preset: str = "run"
 
   @classmethod

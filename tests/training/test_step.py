@@ -236,3 +236,28 @@ def test_noise_samples_noise_each_chunk_k_times_under_one_encoding():
   np.testing.assert_allclose(float(one), float(jnp.mean((p1 - n1) ** 2)), rtol=1e-5)
   with pytest.raises(ValueError, match="train.noise_samples=0"):
     policy.compute_loss(params, batch, rng, noise_samples=0)
+
+
+def test_gradient_accumulation_averages_micro_batch_gradients_into_one_update():
+  """k micro-batches of rows i::k, gradients averaged, one update: for a loss that is a mean over rows and
+  ignores the rng, exactly the full batch's update (to float32 rounding)."""
+  batch = {k: np.concatenate([v, v[::-1]]) for k, v in make_batch().items()}  # 6 rows: 2 or 3 micro-batches
+
+  def objective(params, batch, rng):
+    del rng
+    pred = batch["state"] @ params["w"]  # [B, S] @ [S, A]
+    loss = jnp.mean(jnp.square(pred - batch["actions"][:, 0]))
+    return loss, loss
+
+  params = {"w": jnp.arange(S * A, dtype=jnp.float32).reshape(S, A) / 10}
+  tx, lr = make_optimizer(optim_config(), total_steps=10, params=params)
+  results = {}
+  for k in (1, 2, 3):
+    state = create_train_state(params=params, tx=tx, rng=jax.random.key(0), use_ema=False)
+    step = jax.jit(make_train_step(objective=objective, tx=tx, lr_schedule=lr, grad_accum_steps=k))
+    new_state, metrics = step(state, batch)
+    results[k] = (np.asarray(new_state.params["w"]), float(metrics["loss"]), float(metrics["grad_norm"]))
+  for k in (2, 3):
+    np.testing.assert_allclose(results[k][0], results[1][0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(results[k][1:], results[1][1:], rtol=1e-5)
+  assert not np.allclose(results[1][0], params["w"])  # it did update

@@ -28,14 +28,20 @@ def center_crop(images: np.ndarray, size: int) -> np.ndarray:
   return images[..., top:top + size, left:left + size, :]
 
 
-def random_crop(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def random_crop(images: np.ndarray, size: int, rng: np.random.Generator,
+                rows: tuple[int, int] | None = None) -> np.ndarray:
   """[N, ..., H, W, 3] -> [N, ..., size, size, 3]: one random window per leading index (per sample and
-  per camera when images are [B, V, H, W, 3])."""
+  per camera when images are [B, V, H, W, 3]). `rows=(first, total)`: these N samples are rows first..
+  of a batch of `total` split over hosts; the windows are drawn for all `total` and these rows take theirs,
+  so a sample's crop does not depend on how many hosts share the batch."""
   h, w = _check(images, size)
   lead = images.shape[:-3]
   flat = images.reshape(-1, h, w, 3)
-  tops = rng.integers(0, h - size + 1, size=len(flat))
-  lefts = rng.integers(0, w - size + 1, size=len(flat))
+  first, total = rows or (0, len(images))
+  per_row = len(flat) // max(len(images), 1)
+  mine = slice(first * per_row, first * per_row + len(flat))
+  tops = rng.integers(0, h - size + 1, size=total * per_row)[mine]
+  lefts = rng.integers(0, w - size + 1, size=total * per_row)[mine]
   out = np.stack([f[t:t + size, l:l + size] for f, t, l in zip(flat, tops, lefts)])
   return out.reshape(*lead, size, size, 3)
 

@@ -15,7 +15,8 @@ Order: every (episode, t) pair is one sample; epoch e visits them in the permuta
 `seed` and `e`. The position in the stream is therefore just the number of batches consumed, which the
 train state already counts: `iterator_state(batches_seen)` names it (epoch, batch, seed) and the
 checkpoint stores it, and `batches(epoch, start=...)` continues from it with the same order and the same
-crops (the crop rng is drawn from (seed, epoch, batch, shard)).
+crops (the crop rng is drawn from (seed, epoch, batch) for the whole global batch, each host taking its
+rows' draws: a sample's crop and state dropout do not depend on the number of hosts).
 
 Preprocessing (crops, state and action normalization, the prompt) is the run's `Preprocessor`
 (data/preprocess.py), the same object the checkpoint's policy uses at inference. Augmentation: a random
@@ -23,12 +24,15 @@ crop window per sample and camera when `augment` is on (training), the center wi
 
 Multi-host: `train.batch_size` is the global batch. Every host draws the same permutation and takes
 its `num_shards`-th slice of each global batch (`shard_index`, default jax.process_index()), so the
-hosts together see exactly what one host would.
+hosts together see exactly what one host would. `pad_to` (validation on a mesh): a short last batch is
+padded to a multiple of it (and of the hosts) with repeated rows whose `action_mask` is all False, so that
+it splits evenly over devices and hosts and the padding adds nothing to the masked loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Iterator
 
 import numpy as np
@@ -58,6 +62,7 @@ class ChunkLoader:
   augment: bool = False  # random crops (training) instead of center crops
   shard_index: int = 0  # this host's slice of each global batch
   num_shards: int = 1
+  pad_to: int = 1  # pad short global batches to a multiple of this (the mesh's devices), masked out
   # Training only: the fraction of examples whose state is replaced by the dataset mean (0 after
   # normalization), so the policy cannot lean on the hand's position alone (see recipes.py, data.state_dropout).
   state_dropout: float = 0.0
@@ -116,17 +121,25 @@ class ChunkLoader:
   def batches(self, epoch: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This host's part of the batches of `epoch`, from batch number `start` on (to resume mid-epoch)."""
     order = self.epoch_order(epoch)
-    per_host = self.batch_size // self.num_shards
+    multiple = math.lcm(self.pad_to, self.num_shards)
     for b in range(start, self.steps_per_epoch):
       rows = order[b * self.batch_size:(b + 1) * self.batch_size]
-      rows = rows[self.shard_index * per_host:(self.shard_index + 1) * per_host]
-      if not len(rows):  # a short last batch (drop_last=False) may leave nothing for this host
-        continue
+      real = len(rows)
+      if real % multiple:  # a short last batch (drop_last=False): pad with other rows, masked out below
+        rows = np.concatenate([rows, rows[(1 + np.arange(-real % multiple)) % real]])
+      per_host = len(rows) // self.num_shards
+      first = self.shard_index * per_host
       random = self.augment or self.state_dropout > 0
-      rng = np.random.default_rng([self.seed, epoch, b, self.shard_index]) if random else None
-      yield self.make_batch(self._index[rows], rng=rng)
+      rng = np.random.default_rng([self.seed, epoch, b, 0]) if random else None
+      batch = self.make_batch(self._index[rows[first:first + per_host]], rng=rng, rows=(first, len(rows)))
+      batch["action_mask"][max(real - first, 0):] = False
+      yield batch
 
-  def make_batch(self, pairs: np.ndarray, *, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+  def make_batch(self, pairs: np.ndarray, *, rng: np.random.Generator | None = None,
+                 rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """The batch of `pairs` ((episode, t) rows). `rows=(first, total)`: they are rows first.. of a global
+    batch of `total`, and take those rows' random draws (augment.random_crop)."""
+    first, total = rows or (0, len(pairs))
     images, states, actions, masks = [], [], [], []
     history = np.arange(1 - self.obs_steps, 1)  # -To+1 .. 0
     for e, t in pairs:
@@ -140,9 +153,10 @@ class ChunkLoader:
       images.append(frames.reshape((-1,) + frames.shape[2:]))
       states.append(self._states[e][observed].reshape(-1))
     episode_ids = pairs[:, 0]
-    images = self.preprocess.crop(np.stack(images), rng if self.augment else None)
+    images = self.preprocess.crop(np.stack(images), rng if self.augment else None, rows=(first, total))
     states = np.stack(states)
     if rng is not None and self.state_dropout > 0:
-      states = np.where(rng.random((len(states), 1)) < self.state_dropout, 0.0, states).astype(np.float32)
+      dropped = rng.random((total, 1))[first:first + len(states)] < self.state_dropout
+      states = np.where(dropped, 0.0, states).astype(np.float32)
     return dict(images=np.ascontiguousarray(images), tokens=self._tokens[episode_ids], token_mask=self._token_mask[episode_ids],
                 state=states, actions=np.stack(actions), action_mask=np.stack(masks))

@@ -48,13 +48,15 @@ class Preprocessor:
     ids, mask = self.tokenizer.encode_prompt(instruction, max_length=self.max_text_len)
     return np.asarray(ids, np.int32), np.asarray(mask, bool)
 
-  def crop(self, images: UInt8[np.ndarray, "*views h w 3"],
-           rng: np.random.Generator | None = None) -> UInt8[np.ndarray, "*views c c 3"]:
+  def crop(self, images: UInt8[np.ndarray, "*views h w 3"], rng: np.random.Generator | None = None,
+           rows: tuple[int, int] | None = None) -> UInt8[np.ndarray, "*views c c 3"]:
     """The crop window of every view: at random (one window per view) when an `rng` is given (training
-    augmentation), else the center window (validation, evaluation, serving)."""
+    augmentation; `rows`: see augment.random_crop), else the center window (validation, evaluation, serving)."""
     if self.crop_window is None:
       return images
-    return random_crop(images, self.crop_window, rng) if rng is not None else center_crop(images, self.crop_window)
+    if rng is None:
+      return center_crop(images, self.crop_window)
+    return random_crop(images, self.crop_window, rng, rows)
 
   def normalize_state(self, states: Float[np.ndarray, "*t s"]) -> Float[np.ndarray, "*t s"]:
     return self.stats.normalize_state(states)

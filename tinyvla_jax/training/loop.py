@@ -5,10 +5,17 @@ resume -> steps -> checkpoints.
 tests call it directly.
 Re-running it on the same workdir resumes from the latest checkpoint, exactly: the data order is a
 function of (seed, batches seen) and the step's rng is fold_in(rng, batches seen), both restored.
+
+Devices: the state and every batch live on the run's mesh (`mesh.*`, training/sharding.py); the steps are
+jitted with those shardings, so one CPU, eight GPUs and a pod slice run the same loop. Processes (a
+multi-host run, training/processes.py): each loads its slice of every batch; only process 0 writes files;
+stops and clock-based saves are agreed on at sync points (every `train.log_every` steps), so every process
+saves and stops at the same step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -31,7 +38,7 @@ from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params
 from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
 from tinyvla_jax.pretrained import backbones
 from tinyvla_jax.run_config import RunConfig, with_backbones
-from tinyvla_jax.training import objectives, validation
+from tinyvla_jax.training import objectives, processes, sharding, validation
 from tinyvla_jax.training.config_checks import check_data_matches_model
 from tinyvla_jax.training.metrics import MetricsFlusher, MetricsWriter, NonFiniteTrainingError
 from tinyvla_jax.training.optimizer import make_optimizer
@@ -62,8 +69,9 @@ class Data(NamedTuple):
   info: dict  # stored in checkpoint assets: the dataset's card and the setups it used (for evaluation)
 
 
-def load_data(config: RunConfig, *, shard_index: int = 0, num_shards: int = 1) -> Data:
-  """The episodes of `data.*`, split, normalized and batched for the model of `config.model`."""
+def load_data(config: RunConfig, *, shard_index: int = 0, num_shards: int = 1, pad_to: int = 1) -> Data:
+  """The episodes of `data.*`, split, normalized and batched for the model of `config.model`. `pad_to`: the
+  mesh's device count, which the validation's short last batch is padded to (masked out)."""
   model_cfg, d = config.model, config.data
   loaded = sources.load_data(d)
   episodes = loaded.episodes
@@ -88,7 +96,7 @@ def load_data(config: RunConfig, *, shard_index: int = 0, num_shards: int = 1) -
     # A fixed shuffle (epoch 0 of seed 0): the loss is over every sample all the same, and each batch mixes
     # episodes, which the condition-sensitivity figures need (training/validation.py).
     val_loader = ChunkLoader(val_eps, batch_size=config.train.batch_size, seed=0, shuffle=True, drop_last=False,
-                             shard_index=shard_index, num_shards=num_shards, **common)
+                             shard_index=shard_index, num_shards=num_shards, pad_to=pad_to, **common)
   info = dict(source=d.source, card=loaded.card, setup_seeds=loaded.setup_seeds,
               tasks=sorted({e.task for e in episodes}), crop_window=crop, image_size=int(episodes[0].images.shape[2]))
   return Data(train_loader, val_loader, preprocess, info)
@@ -131,11 +139,25 @@ def train(config: RunConfig, *, workdir: str, overwrite: bool = False, progress:
   closed-loop evaluation for `eval.every_epochs`."""
   with StopSignal() as stop:
     config = _resolve_config(config, epoch_hook)
-    with WorkdirLock(workdir):
+    mesh = sharding.make_mesh(config.mesh)
+    _check_batch_size(config, mesh)
+    # One lock per workdir, held by process 0 (the others share its workdir and write nothing there).
+    with WorkdirLock(workdir) if processes.is_primary() else contextlib.nullcontext():
       checkpointer = prepare_workdir(workdir, config.to_dict(), keep=config.train.keep_checkpoints,
                                      overwrite=overwrite)
       with checkpointer:
-        return _run(config, workdir, checkpointer, stop, progress=progress, epoch_hook=epoch_hook)
+        return _run(config, workdir, checkpointer, stop, mesh, progress=progress, epoch_hook=epoch_hook)
+
+
+def _check_batch_size(config: RunConfig, mesh) -> None:
+  t = config.train
+  sharding.check_batch_size(t.batch_size, mesh)
+  if t.grad_accum_steps > 1:
+    micro = t.batch_size // t.grad_accum_steps
+    if micro % mesh.size:
+      raise UserError(f"--config.train.batch_size={t.batch_size} / --config.train.grad_accum_steps="
+                      f"{t.grad_accum_steps} = {micro} examples per micro-batch cannot be split over the mesh's "
+                      f"{mesh.size} devices: make it a multiple of {mesh.size}")
 
 
 def _resolve_config(config: RunConfig, epoch_hook) -> RunConfig:
@@ -158,9 +180,10 @@ class _Resumed(NamedTuple):
   epoch_losses: list  # the losses of the checkpoint's epoch so far (a mid-epoch resume)
 
 
-def _resume(checkpointer: Checkpointer, state: TrainState, data: Data, workdir: str) -> _Resumed:
-  """The latest intact checkpoint's state, checked against the data this run loaded."""
-  restored = checkpointer.restore(train_state_target=jax.eval_shape(lambda: state))
+def _resume(checkpointer: Checkpointer, target, data: Data, workdir: str) -> _Resumed:
+  """The latest intact checkpoint's state (onto `target`'s shardings, whatever mesh wrote it), checked
+  against the data this run loaded."""
+  restored = checkpointer.restore(train_state_target=target)
   state = restored.train_state
   log.info("resumed from step %d", restored.step)
   stored_stats = NormStats.from_json(restored.assets["norm_stats"])
@@ -171,37 +194,58 @@ def _resume(checkpointer: Checkpointer, state: TrainState, data: Data, workdir: 
   return _Resumed(True, state, restored.assets.get("metrics_offset"), restored.assets.get("epoch_losses", []))
 
 
-def _compile(config: RunConfig, model: UnifiedTinyVLAModel, tx, lr_schedule):
-  """The jitted train step (state donated) and validation step, both around the run's diffusion policy."""
+class Placement(NamedTuple):
+  """Where the run's arrays live (training/sharding.py)."""
+  mesh: Any
+  state: Any  # a NamedSharding per train-state leaf
+  params: Any  # ... per inference-params leaf
+
+  def batch(self, local: dict) -> dict:
+    return sharding.global_batch(local, self.mesh)
+
+
+def _compile(config: RunConfig, model: UnifiedTinyVLAModel, tx, lr_schedule, placement: Placement):
+  """The jitted train step (state donated) and validation step, both around the run's diffusion policy, with
+  explicit shardings: the state as placed, the batch split over every device, metrics replicated."""
   policy = DiffusionPolicy.from_config(model, config.diffusion)
   t = config.train
+  batch, rep = sharding.batch_sharding(placement.mesh), sharding.replicated(placement.mesh)
   step_fn = jax.jit(make_train_step(
       objective=objectives.for_recipe(policy, t), tx=tx, lr_schedule=lr_schedule, ema_decay=t.ema_decay,
-      ema_power=t.ema_power, skip_nonfinite=t.skip_nonfinite), donate_argnums=0)
-  validation_fn = jax.jit(validation.make_validation_step(policy))
+      ema_power=t.ema_power, skip_nonfinite=t.skip_nonfinite, grad_accum_steps=t.grad_accum_steps),
+      in_shardings=(placement.state, batch), out_shardings=(placement.state, rep), donate_argnums=0)
+  validation_fn = jax.jit(validation.make_validation_step(policy), in_shardings=(placement.params, batch, rep),
+                          out_shardings=rep)
   return step_fn, validation_fn
 
 
-def _run(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: StopSignal, *, progress: bool,
+def _run(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: StopSignal, mesh, *, progress: bool,
          epoch_hook) -> RunResult:
   # Each host loads its slice of every global batch (one host: all of it).
-  data = load_data(config, shard_index=jax.process_index(), num_shards=jax.process_count())
+  data = load_data(config, shard_index=jax.process_index(), num_shards=jax.process_count(), pad_to=mesh.size)
   total_steps = config.train.epochs * data.train.steps_per_epoch
   model = UnifiedTinyVLAModel(config.model)
   resuming = checkpointer.latest_step() is not None
   state, tx, lr_schedule = build_state(config, model, total_steps=total_steps, pretrained=not resuming)
-  # A fresh run starts metrics.jsonl over: rows of a run killed before its first save go.
-  resumed = _resume(checkpointer, state, data, workdir) if resuming else _Resumed(False, state, 0, [])
-  state = resumed.state
-  step_fn, validation_fn = _compile(config, model, tx, lr_schedule)
-  return _loop(config, workdir, checkpointer, stop, data=data, model=model, state=state, resumed=resumed,
+  shapes = jax.eval_shape(lambda: state)
+  min_mib = config.mesh.fsdp_min_mib
+  placement = Placement(mesh, sharding.state_shardings(shapes, mesh, min_mib=min_mib),
+                        sharding.state_shardings(jax.eval_shape(lambda: state.inference_params), mesh, min_mib=min_mib))
+  if resuming:
+    # A fresh run starts metrics.jsonl over: rows of a run killed before its first save go.
+    resumed = _resume(checkpointer, sharding.abstract(shapes, placement.state), data, workdir)
+  else:
+    resumed = _Resumed(False, sharding.place(state, placement.state), 0, [])
+  del state  # the host copy; the run goes on with the placed one
+  step_fn, validation_fn = _compile(config, model, tx, lr_schedule, placement)
+  return _loop(config, workdir, checkpointer, stop, data=data, model=model, state=resumed.state, resumed=resumed,
                step_fn=step_fn, validation_fn=validation_fn, total_steps=total_steps, progress=progress,
-               epoch_hook=epoch_hook)
+               epoch_hook=epoch_hook, placement=placement)
 
 
 def _loop(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: StopSignal, *, data: Data, model,
           state: TrainState, resumed: _Resumed, step_fn, validation_fn, total_steps: int, progress: bool,
-          epoch_hook) -> RunResult:
+          epoch_hook, placement: Placement) -> RunResult:
   """Epochs of steps from the state's `batches_seen`, with validation, the epoch hook and saves."""
   train_loader, val_loader, preprocess = data.train, data.val, data.preprocess
   steps_per_epoch = train_loader.steps_per_epoch
@@ -209,21 +253,31 @@ def _loop(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: Sto
   seen = int(state.batches_seen)
   # Exactly once: rows past what the checkpoint recorded (steps after it, before a kill) are cut, and
   # TensorBoard drops its events past the resumed step.
+  primary = processes.is_primary()
   writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard, truncate_to=resumed.metrics_offset,
-                         purge_step=seen + 1 if resuming else None)
+                         purge_step=seen + 1 if resuming else None, enabled=primary)
   assets = {**preprocess.to_assets(), "data": data.info}
   hook = epoch_hook and epoch_hook(config, model=model, preprocess=preprocess, data_info=data.info, workdir=workdir,
                                    writer=writer)
   max_steps = min(config.train.max_steps or total_steps, total_steps)
   history = []
-  bar = tqdm(total=max_steps, initial=min(seen, max_steps), disable=not progress, desc="train", unit="step",
-             dynamic_ncols=True)
+  bar = tqdm(total=max_steps, initial=min(seen, max_steps), disable=not (progress and primary), desc="train",
+             unit="step", dynamic_ncols=True)
   flusher = MetricsFlusher(writer, bar, batch_size=config.train.batch_size,
                            max_consecutive_skips=config.train.max_consecutive_skips)
   if seen % steps_per_epoch:  # resumed mid-epoch: the epoch's mean loss covers the part before the kill too
     flusher.epoch_losses = list(resumed.epoch_losses)
   interval = SaveInterval(config.train.checkpoint_every_steps, config.train.checkpoint_every_minutes, seen)
   config_record = config.to_dict()
+  # A signal or a clock may reach one process first: decisions they drive are taken together, at sync points
+  # (every step with one process; every log_every steps with several, where the metrics sync anyway).
+  every = 1 if not processes.multi_process() else config.train.log_every
+  stopping = False
+
+  def agreed_stop() -> bool:
+    nonlocal stopping
+    stopping = stopping or processes.any_process(stop.received is not None)
+    return stopping
 
   def save(step: int, val_loss: float | None, force: bool = False):
     assets.update(data_iterator=train_loader.iterator_state(int(state.batches_seen)),
@@ -242,22 +296,23 @@ def _loop(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: Sto
       if seen % steps_per_epoch == 0:
         flusher.epoch_losses = []
       for batch in train_loader.batches(epoch, start=seen - epoch * steps_per_epoch):
-        state, metrics = step_fn(state, batch)
+        state, metrics = step_fn(state, placement.batch(batch))
         seen += 1
         flusher.pending.append(metrics)
         if len(flusher.pending) >= config.train.log_every:
           flusher.flush(seen, epoch)
           checkpointer.check_for_errors()  # a failed background save stops the run now, not an epoch later
-        if stop.received or seen >= max_steps:
+        if seen >= max_steps or (seen % every == 0 and agreed_stop()):
           break
-        if seen % steps_per_epoch and interval.due(seen):
+        if seen % steps_per_epoch and seen % every == 0 and processes.any_process(interval.due(seen)):
           flusher.flush(seen, epoch)
           save(int(state.step), None)
       flusher.flush(seen, epoch)
       epoch_done = seen % steps_per_epoch == 0
       if epoch_done:
         seconds = time.perf_counter() - t0
-        val = validation.validate(validation_fn, state.inference_params, val_loader, seed=config.train.seed)
+        val = validation.validate(validation_fn, state.inference_params, val_loader, seed=config.train.seed,
+                                  place=lambda b, rng: (placement.batch(b), sharding.place(rng, sharding.replicated(placement.mesh))))
         val_loss = val.get("val_loss")
         if val_loss is not None and not np.isfinite(val_loss):
           log.warning("epoch %d: the validation loss is %s (training loss %s)", epoch + 1, val_loss,
@@ -267,9 +322,13 @@ def _loop(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: Sto
         history.append(record)
         writer.write(int(state.step), {k: v for k, v in record.items() if v is not None}, prefix="epoch")
         if hook is not None and hook.due(epoch + 1):  # before the save: its rows are then in what it covers
-          hook.run(state.inference_params, epoch=epoch + 1, step=int(state.step))
+          # With several processes the parameters are gathered (every process takes part) and process 0
+          # runs the episodes.
+          params = sharding.to_host(state.inference_params) if processes.multi_process() else state.inference_params
+          if primary:
+            hook.run(params, epoch=epoch + 1, step=int(state.step))
         save(int(state.step), val_loss)
-      if stop.received or seen >= max_steps:
+      if seen >= max_steps or agreed_stop():
         if not epoch_done:
           save(int(state.step), None, force=True)
         if stop.received:

@@ -33,10 +33,15 @@ class MetricsWriter:
   """Appends one JSON object per record to `<workdir>/metrics.jsonl` and mirrors scalars to TensorBoard."""
 
   def __init__(self, workdir: str, *, tensorboard: bool = True, truncate_to: int | None = 0,
-               purge_step: int | None = None):
-    """`truncate_to`: cut metrics.jsonl to this many bytes first (0: a fresh run; None: keep all rows)."""
-    os.makedirs(workdir, exist_ok=True)
+               purge_step: int | None = None, enabled: bool = True):
+    """`truncate_to`: cut metrics.jsonl to this many bytes first (0: a fresh run; None: keep all rows).
+    `enabled=False` (every process but 0 of a multi-host run): writes nothing, touches no file."""
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
+    self._file = self._tb = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
     if truncate_to is not None and os.path.exists(self.path):
       size = os.path.getsize(self.path)
       if size < truncate_to:
@@ -47,17 +52,20 @@ class MetricsWriter:
         with open(self.path, "r+b") as f:
           f.truncate(truncate_to)
     self._file = open(self.path, "a", buffering=1)
-    self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # imported lazily: only the writer needs it
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge_step)
 
   def offset(self) -> int:
     """Bytes written so far (flushed): what a checkpoint records to make a resume exactly-once."""
+    if self._file is None:
+      return 0
     self._file.flush()
     return self._file.tell()
 
   def write(self, step: int, metrics: dict[str, Any], *, prefix: str = "train") -> None:
+    if self._file is None:
+      return
     record = {"step": int(step), "split": prefix, **{k: _plain(v) for k, v in metrics.items()}}
     self._file.write(json.dumps(record) + "\n")
     if self._tb is not None:
@@ -66,7 +74,8 @@ class MetricsWriter:
           self._tb.add_scalar(f"{prefix}/{k}", v, int(step))
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

@@ -32,21 +32,44 @@ from tinyvla_jax.training.state import TrainState
 
 def make_train_step(*, objective: Objective, tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
                     ema_decay: float | None = None, ema_power: float | None = None,
-                    skip_nonfinite: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
+                    skip_nonfinite: bool = True,
+                    grad_accum_steps: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]:
   """Builds the step around an objective (training/objectives.py: the policy's denoising loss, wrapped as
   the recipe says). `ema_decay` is the EMA's (maximum) decay, `ema_power` Diffusion Policy's warmup
-  (training/ema.py; None: constant decay)."""
+  (training/ema.py; None: constant decay). `grad_accum_steps` > 1 averages the gradients of that many
+  micro-batches of the batch (one update; micro-batch i holds rows i, i+k, i+2k, ... so that each
+  device's rows stay on it), each with its own rng, fold_in(step rng, i)."""
 
   partition = partition_of(tx)
 
   def objective_of_trainable(trainable, frozen, batch, rng):
     return objective(partition.merge(trainable, frozen), batch, rng)
 
+  grad_fn = jax.value_and_grad(objective_of_trainable, has_aux=True)
+
+  def accumulated(trainable, frozen, batch, rng):
+    k = grad_accum_steps
+    # [B, ...] -> [B/k, k, ...] -> [k, B/k, ...]: micro-batch i is rows i::k (a reshape that keeps the
+    # batch dimension's sharding, then a scan over the new leading axis).
+    micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1), batch)
+
+    def one(total, inputs):
+      i, mb = inputs
+      (scaled, loss), grads = grad_fn(trainable, frozen, mb, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, total, (scaled, loss, grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable))
+    (scaled, loss, grads), _ = jax.lax.scan(one, zeros, (jnp.arange(k), micro))
+    return (scaled / k, loss / k), jax.tree.map(lambda g: g / k, grads)
+
   def train_step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(state.rng, state.batches_seen)
     # Only the trainable parameters are differentiated: the frozen ones are constants of the loss.
     trainable, frozen = partition.split(state.params)
-    (scaled, loss), grads = jax.value_and_grad(objective_of_trainable, has_aux=True)(trainable, frozen, batch, rng)
+    if grad_accum_steps > 1:
+      (scaled, loss), grads = accumulated(trainable, frozen, batch, rng)
+    else:
+      (scaled, loss), grads = grad_fn(trainable, frozen, batch, rng)
     grad_norm = optax.tree.norm(grads)
     # The update is computed outside the cond so its finiteness can decide the cond; it is the same
     # work the update branch would do (XLA keeps one copy).

@@ -22,12 +22,15 @@ from tinyvla_jax.checkpoints import Checkpointer
 from tinyvla_jax.data.store import write_json_atomic
 from tinyvla_jax.errors import UserError, WorkdirBusyError
 from tinyvla_jax.run_config import RunConfig
+from tinyvla_jax.training import processes
 
 LOCK_FILE = ".lock"
 
 # Keys that may change between a run and its resumption: they set how long/how loud it runs.
+# The mesh too: a checkpoint restores onto any mesh (training/sharding.py), so a run may continue on
+# other devices.
 RESUMABLE_KEYS = ("train.max_steps", "train.log_every", "train.checkpoint_every_steps",
-                  "train.checkpoint_every_minutes")
+                  "train.checkpoint_every_minutes", "mesh.data", "mesh.fsdp", "mesh.fsdp_min_mib")
 
 
 class WorkdirLock:
@@ -108,12 +111,14 @@ def prepare_workdir(workdir: str, config: dict, *, keep: int, overwrite: bool) -
   and metrics, or after checking that a stored run has this `config` (a run config's to_dict()) but for
   RESUMABLE_KEYS; then <workdir>/config.json is this config."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  if overwrite:
+  primary = processes.is_primary()  # only process 0 of a multi-host run deletes or writes here
+  if overwrite and primary:
     for path in (ckpt_dir, os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "tensorboard")):
       if os.path.isdir(path):
         shutil.rmtree(path)
       elif os.path.exists(path):
         os.remove(path)
+  processes.barrier("tinyvla_workdir_prepared")  # the others read the workdir only once it is cleared
   checkpointer = Checkpointer(workdir, max_to_keep=keep)  # under <workdir>/checkpoints
   if checkpointer.latest_step() is not None:
     _, stored = checkpointer.restore_json()
@@ -122,5 +127,6 @@ def prepare_workdir(workdir: str, config: dict, *, keep: int, overwrite: bool) -
       checkpointer.close()
       raise UserError(f"{workdir} holds a run with another config ({'; '.join(diffs[:5])}"
                        f"{' ...' if len(diffs) > 5 else ''}): pass --overwrite to start over, or another --workdir")
-  write_json_atomic(os.path.join(workdir, "config.json"), config)
+  if primary:
+    write_json_atomic(os.path.join(workdir, "config.json"), config)
   return checkpointer
