@@ -220,6 +220,12 @@ class VLAConfig:
   obs_steps: int = 1
   init: str = "fixed"
   dtype: str = "float32"  # Compute dtype; parameters stay float32.
+  # How the weights that do not train (frozen backbones, everything but LoRA adapters) are stored: bfloat16
+  # halves their memory; they are cast up to the compute dtype where used (training/loop.py build_state).
+  frozen_dtype: str = "float32"
+  # Rematerialize each transformer layer (ViT and decoder) in the backward pass instead of keeping its
+  # activations: less memory for about one more forward pass of compute.
+  remat: bool = False
   # Token id that marks where the image tokens go in the prompt. The byte tokenizer's IMAGE id by
   # default; with a pretrained tokenizer, the first id past its vocabulary (data/hf_tokenizer.py).
   image_token_id: int = 3
@@ -245,6 +251,9 @@ class VLAConfig:
     _check(self.num_cameras >= 1, f"model.num_cameras={self.num_cameras} must be >= 1")
     _check(self.obs_steps >= 1, f"model.obs_steps={self.obs_steps} must be >= 1")
     _check(self.dtype in ("float32", "bfloat16"), f"model.dtype={self.dtype!r} must be float32 or bfloat16")
+    _check(self.frozen_dtype in ("float32", "bfloat16"),
+           f"model.frozen_dtype={self.frozen_dtype!r} must be float32 or bfloat16")
+    _check(isinstance(self.remat, bool), f"model.remat={self.remat!r} must be true or false")
     return self
 
   @classmethod

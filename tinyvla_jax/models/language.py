@@ -130,13 +130,15 @@ class GPTNeoX(nn.Module):
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
   lora: LoraConfig | None = None
+  remat: bool = False  # recompute each layer in the backward pass (model.remat)
 
   def setup(self):
     cfg = self.config
     self.embed_in = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, param_dtype=jnp.float32,
                              embedding_init=initializers.embedding_init(self.init_scheme))
     # A list attribute is named layers_0, layers_1, ... by Flax.
-    self.layers = [Layer(cfg, self.init_scheme, self.dtype, self.lora) for _ in range(cfg.num_hidden_layers)]
+    layer = nn.remat(Layer) if self.remat else Layer  # same parameters either way
+    self.layers = [layer(cfg, self.init_scheme, self.dtype, self.lora) for _ in range(cfg.num_hidden_layers)]
     self.final_layer_norm = layer_norm(cfg.layer_norm_eps, dtype=self.dtype)
 
   def embed(self, ids: Integer[Array, "b l"]) -> Float[Array, "b l h"]:

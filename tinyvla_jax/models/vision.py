@@ -151,6 +151,7 @@ class VisionEncoder(nn.Module):
   init_scheme: str = "fixed"
   dtype: Dtype = jnp.float32
   lora: LoraConfig | None = None
+  remat: bool = False  # recompute each layer in the backward pass (model.remat)
 
   @nn.compact
   def __call__(self, pixels: Float[Array, "b s s 3"]) -> Float[Array, "b p w"]:
@@ -162,8 +163,9 @@ class VisionEncoder(nn.Module):
     if cfg.pre_layernorm:
       x = layer_norm(cfg.layer_norm_eps, name="pre_layrnorm", dtype=self.dtype)(x)
     # Hidden state i is the output of layer i-1: the layers after the selected one are never built.
+    layer = nn.remat(EncoderLayer) if self.remat else EncoderLayer  # same parameters either way
     for i in range(cfg.num_layers_run):
-      x = EncoderLayer(cfg, self.init_scheme, self.dtype, self.lora, name=f"layers_{i}")(x)
+      x = layer(cfg, self.init_scheme, self.dtype, self.lora, name=f"layers_{i}")(x)
     return x[:, 1:] if cfg.class_token else x
 
   def _embed(self, pixels: jax.Array) -> jax.Array:

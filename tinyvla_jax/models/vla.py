@@ -85,9 +85,11 @@ class UnifiedTinyVLAModel(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    self.vision = VisionEncoder(cfg.vision, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("vision"))
+    self.vision = VisionEncoder(cfg.vision, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("vision"),
+                                remat=cfg.remat)
     self.projector = Projector(cfg.projector, cfg.language.hidden_size, init_scheme=cfg.init, dtype=dtype)
-    self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("language"))
+    self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("language"),
+                            remat=cfg.remat)
     grid = cfg.vision.image_size // cfg.vision.patch_size
     self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype, num_views=cfg.num_views, grid=(grid, grid),
                            obs_steps=cfg.obs_steps)

@@ -41,7 +41,7 @@ from tinyvla_jax.run_config import RunConfig, with_backbones
 from tinyvla_jax.training import objectives, processes, sharding, validation
 from tinyvla_jax.training.config_checks import check_data_matches_model
 from tinyvla_jax.training.metrics import MetricsFlusher, MetricsWriter, NonFiniteTrainingError
-from tinyvla_jax.training.optimizer import make_optimizer
+from tinyvla_jax.training.optimizer import make_optimizer, partition_of
 from tinyvla_jax.training.signals import StopSignal
 from tinyvla_jax.training.state import TrainState, create_train_state
 from tinyvla_jax.training.step import make_train_step
@@ -49,7 +49,8 @@ from tinyvla_jax.training.workdir import WorkdirLock, prepare_workdir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Data", "EpochHook", "NonFiniteTrainingError", "RunResult", "build_state", "load_data", "train"]
+__all__ = ["Data", "EpochHook", "NonFiniteTrainingError", "RunResult", "build_state", "load_data", "store_frozen",
+           "train"]
 
 
 @dataclasses.dataclass
@@ -113,8 +114,20 @@ def build_state(config: RunConfig, model: UnifiedTinyVLAModel, *, total_steps: i
                                        vision=config.pretrained.vision)
   tx, lr_schedule = make_optimizer(config.optim, total_steps=total_steps, params=params,
                                    finetune=model.config.finetune)
+  params = store_frozen(params, tx, model.config.frozen_dtype)
   state = create_train_state(params=params, tx=tx, rng=train_rng, use_ema=config.train.ema_decay is not None)
   return state, tx, lr_schedule
+
+
+def store_frozen(params, tx, dtype: str):
+  """Weights that never train (`tx.partition`) in `model.frozen_dtype` (bfloat16: half their memory); the
+  layers cast them to the compute dtype where used. Trainable weights, their optimizer state and the EMA
+  stay float32. Works on arrays and on `jax.eval_shape` trees alike (inside a traced function)."""
+  if dtype == "float32":
+    return params
+  partition = partition_of(tx)
+  trainable, frozen = partition.split(params)
+  return partition.merge(trainable, jax.tree.map(lambda x: x.astype(dtype), frozen))
 
 
 # --- the run ------------------------------------------------------------------------------------
