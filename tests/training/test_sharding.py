@@ -205,3 +205,17 @@ def test_sigterm_to_one_process_saves_and_stops_both_at_the_same_step(tmp_path):
   assert steps[0] == steps[1] and signals == ["None", str(int(signal.SIGTERM))], outputs
   with Checkpointer(tmp_path / "4x1") as ckpt:
     assert ckpt.latest_step() == steps[0] < 200 * 4  # saved where they stopped, far before the end
+
+
+def test_multi_host_flags_go_together_and_one_process_needs_none(monkeypatch):
+  from tinyvla_jax.training import processes
+  with pytest.raises(UserError, match="go together"):
+    processes.initialize(coordinator_address="127.0.0.1:1234", num_processes=None, process_id=None)
+  with pytest.raises(UserError, match=r"--process_id=2 must be in \[0, --num_processes=2\)"):
+    processes.initialize(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2)
+  for var in ("SLURM_NTASKS", "TPU_WORKER_HOSTNAMES", "OMPI_COMM_WORLD_SIZE"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task SLURM job is one process
+  processes.initialize(coordinator_address=None, num_processes=None, process_id=None)
+  assert jax.process_count() == 1 and processes.is_primary() and not processes.multi_process()
+  assert processes.any_process(True) and not processes.any_process(False)
