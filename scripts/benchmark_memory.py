@@ -2,13 +2,14 @@
 paper presets (s, b, h: 0.4-1.3B parameters) are measured on a laptop CPU. Prints one JSON object per row
 and a Markdown table.
 
-  python scripts/benchmark_memory.py --presets s,b,h --devices 8 [--batch_per_device 8]
+  python scripts/benchmark_memory.py --presets s,h --devices 8 [--variants ...] [--fsdp_variants fp32,remat]
 
 Variants (each adds to the one before): fp32 (the default: float32 compute, weights, optimizer state);
 bf16 (`model.dtype=bfloat16`: bfloat16 compute, float32 master weights and optimizer state); frozen_bf16
 (`model.frozen_dtype=bfloat16`: the frozen backbone weights stored in bfloat16); remat (`model.remat=true`:
 transformer layers recomputed in the backward pass). Meshes: one device, and with `--devices N` (simulated
-host devices) `mesh.fsdp=N` (parameters, optimizer state and EMA split N ways) at the same per-device batch.
+host devices) `mesh.fsdp=N` for the `--fsdp_variants` (parameters, optimizer state and EMA split N ways) at
+the same per-device batch. Each row compiles the whole step (2-5 min each for these presets on 2 CPU cores).
 The figures are XLA's `compiled.memory_analysis()` for one device: arguments (the state and the batch; donated,
 so the outputs alias them) + temporaries (activations kept for the backward pass, gradients, workspace).
 The presets train LoRA adapters on frozen backbones by default, so only the adapters and the head have
@@ -30,6 +31,7 @@ def _arguments():
   p.add_argument("--devices", type=int, default=1, help="simulated host devices; > 1 adds the mesh.fsdp=N rows")
   p.add_argument("--batch_per_device", type=int, default=8)
   p.add_argument("--variants", default="fp32,bf16,frozen_bf16,remat")
+  p.add_argument("--fsdp_variants", default="fp32,remat", help="the variants also compiled for mesh.fsdp=--devices")
   return p.parse_args()
 
 
@@ -95,10 +97,10 @@ def step_memory(run, mesh, batch: int) -> dict:
 
 def main():
   rows = []
-  meshes = [(1, 1)] + ([(1, ARGS.devices)] if ARGS.devices > 1 else [])
   for preset in ARGS.presets.split(","):
     for variant in ARGS.variants.split(","):
-      for data, fsdp in meshes:
+      fsdp_too = ARGS.devices > 1 and variant in ARGS.fsdp_variants.split(",")
+      for data, fsdp in [(1, 1)] + ([(1, ARGS.devices)] if fsdp_too else []):
         c = recipes.fixed_recipe(presets.model_preset(preset), preset=preset)
         c.model.update(VARIANTS[variant])
         c.mesh.data, c.mesh.fsdp = data, fsdp

@@ -52,7 +52,10 @@ def test_remat_changes_memory_not_numbers():
   for remat in (False, True):
     cfg = dataclasses.replace(run.model, remat=remat)
     policy = DiffusionPolicy.from_config(UnifiedTinyVLAModel(cfg), run.diffusion)
-    grads[remat] = jax.jit(jax.value_and_grad(policy.compute_loss))(state.params, batch, jax.random.key(0))
+    fn = jax.value_and_grad(policy.compute_loss)
+    jaxpr = str(jax.make_jaxpr(fn)(state.params, batch, jax.random.key(0)))
+    assert ("checkpoint" in jaxpr or "remat" in jaxpr) == remat  # the layers really are rematerialized
+    grads[remat] = jax.jit(fn)(state.params, batch, jax.random.key(0))
   np.testing.assert_allclose(grads[True][0], grads[False][0], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(grads[True][1]), jax.tree.leaves(grads[False][1])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
