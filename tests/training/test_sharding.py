@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -103,6 +104,11 @@ def test_fsdp_rule_splits_large_arrays_on_their_largest_divisible_axis():
 
 def test_a_batch_the_mesh_cannot_split_is_one_line_naming_both_numbers():
   sharding.check_batch_size(6, sharding.make_mesh(MeshConfig()))  # one device divides everything
+  mesh_4x2 = types.SimpleNamespace(size=8, devices=np.empty((4, 2)))  # what the check reads of a mesh
+  sharding.check_batch_size(16, mesh_4x2)
+  with pytest.raises(UserError, match=r"train.batch_size=12 cannot be split over the mesh's 8 devices "
+                                      r"\(mesh.data x mesh.fsdp = 4 x 2\): use a multiple of 8"):
+    sharding.check_batch_size(12, mesh_4x2)
   with pytest.raises(UserError, match=r"grad_accum_steps=4.*a divisor of train.batch_size=6"):
     TrainConfig(batch_size=6, grad_accum_steps=4).validate()
 
