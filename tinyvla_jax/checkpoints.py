@@ -286,12 +286,23 @@ class Checkpointer:
     """
     if train_state_target is None and params_target is None:
       raise UserError("pass train_state_target or params_target (or use restore_json for assets/config only)")
-    items = {"assets": ocp.args.JsonRestore(), "config": ocp.args.JsonRestore()}
-    if train_state_target is not None:
-      items["train_state"] = ocp.args.StandardRestore(_placed(train_state_target))
-    if params_target is not None:
-      items["params"] = ocp.args.StandardRestore(_placed(params_target))
-    step, out = self._restore_newest_intact(step, items)
+    def items(keys: bool) -> dict:
+      out = {"assets": ocp.args.JsonRestore(), "config": ocp.args.JsonRestore()}
+      if train_state_target is not None:
+        out["train_state"] = ocp.args.StandardRestore(_placed(train_state_target, keys))
+      if params_target is not None:
+        out["params"] = ocp.args.StandardRestore(_placed(params_target, keys))
+      return out
+
+    try:
+      step, out = self._restore_newest_intact(step, items(keys=True))
+    except CheckpointError as error:
+      # Orbax before ~0.12 restores a typed PRNG key (stored as its uint32[2] data) only when its target
+      # names no sharding ("Requested shape: () is not compatible with the stored shape: (2,)"); newer ones
+      # need the sharding to read a key another topology wrote. Try the second way, then the first.
+      if "not compatible with the stored shape" not in str(error):
+        raise
+      step, out = self._restore_newest_intact(step, items(keys=False))
     return Restored(step=step, train_state=out.get("train_state"), params=out.get("params"),
                     assets=out["assets"], config=out["config"])
 
@@ -367,11 +378,11 @@ class Checkpointer:
     return target
 
 
-def _placed(target):
+def _placed(target, keys: bool = True):
   """A restore target whose every leaf names where it goes. Orbax otherwise puts each array back on the
   devices that saved it, which fails for a checkpoint written on 8 GPUs and read on a laptop. A leaf without
   a sharding (a plain `jax.eval_shape` tree) goes to the first device, or, with several processes,
-  replicated over all of them."""
+  replicated over all of them. `keys=False`: typed PRNG keys without a sharding (see `restore`)."""
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
@@ -381,6 +392,8 @@ def _placed(target):
     default = NamedSharding(jax.make_mesh((jax.device_count(),), ("all",)), PartitionSpec())
 
   def leaf(x):
+    if jnp.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key) and not keys:
+      return jax.ShapeDtypeStruct(x.shape, x.dtype)  # see `restore`: an older Orbax's own key path
     if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
       return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default)
     if x is not None and not isinstance(x, (jax.ShapeDtypeStruct, jax.Array)) and hasattr(x, "shape"):
