@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up tinyvla_jax on a fresh Debian or Ubuntu machine, as root or as a user with sudo:
-#   bash scripts/setup.sh          # what the main job needs: the package + the `sim` extra (MetaWorld, MuJoCo)
-#                                  # and the `serve` extra (the policy server)
+#   bash scripts/setup.sh          # what the main job needs: the package + the `sim` extra (MetaWorld, MuJoCo),
+#                                  # the `serve` extra (the policy server) and `lerobot` (LeRobot datasets)
 #   bash scripts/setup.sh test     # everything the test suite uses (+ the test, parity and pretrained extras)
 # It installs the system packages (apt-get update first; sudo only when not root), makes a virtual
 # environment (Debian/Ubuntu's system Python refuses `pip install`, PEP 668) and installs the project
@@ -44,11 +44,11 @@ if [ "$what" = "test" ]; then
   # torch first, pinned exactly (the `parity` extra's reference implementations): a looser pin, or
   # transformers pulling it in, may fetch a multi-GB CUDA build on a CPU machine.
   "$VENV/bin/python" -m pip install -q 'torch==2.13.0'
-  "$VENV/bin/python" -m pip install -q -e '.[test,sim,serve,parity,pretrained]'
+  "$VENV/bin/python" -m pip install -q -e '.[test,sim,serve,parity,pretrained,lerobot]'
   # openpi's client, which the serving tests drive our server with. Without its dependencies: it pins
   # numpy<2, which would pull JAX back to 0.7; what it needs (msgpack, websockets, pillow) is installed above.
   "$VENV/bin/python" -m pip install -q --no-deps 'openpi-client==0.1.2'
 else
-  "$VENV/bin/python" -m pip install -q -e '.[sim,serve]'
+  "$VENV/bin/python" -m pip install -q -e '.[sim,serve,lerobot]'
 fi
 "$VENV/bin/python" -c "import jax, flax, optax; print('ready:', '$VENV', 'jax', jax.__version__, 'flax', flax.__version__, jax.devices())"

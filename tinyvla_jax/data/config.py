@@ -9,19 +9,23 @@ from __future__ import annotations
 import dataclasses
 
 from tinyvla_jax import checks
+from tinyvla_jax.errors import UserError
 
-SOURCES = ("metaworld", "synthetic")
+SOURCES = ("metaworld", "lerobot", "synthetic")
 TOKENIZERS = ("byte", "bpe")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """The shipped MetaWorld demos by default (data/sources.py). `source="synthetic"` selects the procedural
-  reaching task (the fields under "synthetic only" apply to it)."""
+  """The shipped MetaWorld demos by default (data/sources.py). `source="lerobot"` reads a local LeRobot dataset
+folder (`path`; the fields under "lerobot only" apply), `source="synthetic"` the procedural reaching task (the
+fields under "synthetic only")."""
 
   source: str = "metaworld"
-  path: str | None = None  # an episode dataset directory; None: the one shipped in the package
-  cameras: str = ""  # comma-separated camera names; "": all cameras in the dataset
+  path: str | None = None  # the dataset directory; None: the MetaWorld dataset shipped in the package
+  # comma-separated camera names ("": all cameras in the dataset); for LeRobot the feature keys
+  # ("": every observation.images.* feature)
+  cameras: str = ""
   tasks: str = ""  # comma-separated task names; "": all tasks in the dataset
   max_episodes_per_task: int | None = None
   # Diffusion Policy's augmentation: a random window of crop_fraction of the frame at training, the center
@@ -38,6 +42,13 @@ class DataConfig:
   # "byte" (UTF-8 bytes, no files) or "bpe" (the instruction BPE shipped in the package: ~4x shorter
   # prompts, data/instruction_bpe.py); a pretrained.llm folder brings its own tokenizer instead.
   tokenizer: str = "byte"
+  # lerobot only: the features that are the state and the action; the side of the square frames the images
+  # are padded and resized to (None: model.vision.image_size / crop_fraction, so the crop window is the model's
+  # size); decoded frames kept on disk for the next run (data/frame_cache.py says where).
+  lerobot_state: str = "observation.state"
+  lerobot_action: str = "action"
+  frame_size: int | None = None
+  frame_cache: bool = True
   # synthetic only:
   num_episodes: int = 60
   seed: int = 0
@@ -52,6 +63,9 @@ class DataConfig:
     checks.in_range("data.crop_fraction", self.crop_fraction, 0, 1, lo_open=True)
     checks.in_range("data.state_dropout", self.state_dropout, 0, 1)
     checks.int_at_least("data.max_text_len", self.max_text_len, 1)
+    checks.int_at_least("data.frame_size", self.frame_size, 8, optional=True)
+    if self.source == "lerobot" and not self.path:
+      raise UserError("data.source='lerobot' needs --config.data.path=DIR (a local LeRobot dataset folder)")
     checks.int_at_least("data.num_episodes", self.num_episodes, 1)
     checks.int_at_least("data.image_size", self.image_size, 1)
     checks.int_at_least("data.num_cameras", self.num_cameras, 1)

@@ -39,7 +39,7 @@ from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
 from tinyvla_jax.pretrained import backbones
 from tinyvla_jax.run_config import RunConfig, with_backbones
 from tinyvla_jax.training import objectives, processes, sharding, validation
-from tinyvla_jax.training.config_checks import check_data_matches_model
+from tinyvla_jax.training.config_checks import check_data_matches_model, check_sizes
 from tinyvla_jax.training.metrics import MetricsFlusher, MetricsWriter, NonFiniteTrainingError
 from tinyvla_jax.training.optimizer import make_optimizer, partition_of
 from tinyvla_jax.training.signals import StopSignal
@@ -74,7 +74,10 @@ def load_data(config: RunConfig, *, shard_index: int = 0, num_shards: int = 1, p
   """The episodes of `data.*`, split, normalized and batched for the model of `config.model`. `pad_to`: the
   mesh's device count, which the validation's short last batch is padded to (masked out)."""
   model_cfg, d = config.model, config.data
-  loaded = sources.load_data(d)
+  sizes = sources.peek_sizes(d)
+  if sizes is not None:  # known before loading (LeRobot: info.json): a mismatch is reported before decoding
+    check_sizes(model_cfg, **sizes)
+  loaded = sources.load_data(d, model_image_size=model_cfg.vision.image_size)
   episodes = loaded.episodes
   check_data_matches_model(episodes, model_cfg)
   train_eps, val_eps = split_episodes(episodes, val_fraction=d.val_fraction, seed=d.split_seed)
