@@ -17,6 +17,7 @@ import time
 from absl import flags
 
 from tinyvla_jax import cli
+from tinyvla_jax.data.config import split_names
 from tinyvla_jax.data.lerobot_export import export_store
 from tinyvla_jax.data.sources import SHIPPED_DATASET
 from tinyvla_jax.errors import UserError
@@ -25,6 +26,8 @@ _SRC = flags.DEFINE_string("src", None, "Episode dataset directory (default: the
 _OUT = flags.DEFINE_string("out", None, "Directory of the LeRobot dataset to write (must not exist).")
 _FPS = flags.DEFINE_integer("fps", 80, "Frames per second of the data (MetaWorld steps at 80 Hz).")
 _CODEC = flags.DEFINE_enum("codec", "libsvtav1", ["libsvtav1", "libx264", "h264"], "Video codec.")
+_TASKS = flags.DEFINE_string("tasks", "", "Comma-separated tasks to export (default: all).")
+_MAX_EPISODES = flags.DEFINE_integer("max_episodes_per_task", None, "Export at most this many episodes per task.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --out if it exists (after the new one is complete).")
 
 
@@ -35,6 +38,7 @@ def main(argv):
     raise UserError("pass --out DIR (where the LeRobot dataset is written)")
   start = time.perf_counter()
   info = export_store(_SRC.value or SHIPPED_DATASET, _OUT.value, fps=_FPS.value, codec=_CODEC.value,
+                      tasks=split_names(_TASKS.value), max_episodes_per_task=_MAX_EPISODES.value,
                       overwrite=_OVERWRITE.value)
   print(f"{_OUT.value}: LeRobot v3.0, {info['total_episodes']} episodes, {info['total_frames']} frames, "
         f"{info['total_tasks']} tasks, in {time.perf_counter() - start:.1f} s")

@@ -4,15 +4,21 @@ Not part of tinyvla_jax and not run by the tests: the tests read what this scrip
 reader. lerobot and its torch pin their own versions, so it runs once, in its own venv:
 
   python3.11 -m venv /tmp/lrvenv
-  /tmp/lrvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "av>=15,<16" "datasets>=4,<5" \
+  /tmp/lrvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 torchcodec "av>=15,<16" "datasets>=4,<5" \
       "huggingface-hub<0.36" accelerate jsonlines pandas pyarrow draccus==0.10.0 einops deepdiff termcolor imageio
   /tmp/lrvenv/bin/pip install --no-deps lerobot==0.4.4                   # writes codebase v3.0
   /tmp/lrvenv/bin/pip install --no-deps --target /tmp/lr032 lerobot==0.3.2  # writes codebase v2.1
   /tmp/lrvenv/bin/python scripts/make_lerobot_fixtures.py --out tests/data/lerobot_fixtures/v3.0
   PYTHONPATH=/tmp/lr032 /tmp/lrvenv/bin/python scripts/make_lerobot_fixtures.py --out tests/data/lerobot_fixtures/v2.1
+  # our exporter's output, read by lerobot (the export is made in the project's own venv):
+  .venv/bin/python scripts/export_lerobot.py --tasks button-press-topdown-v3,drawer-close-v3 \
+      --max_episodes_per_task 1 --out tests/data/lerobot_fixtures/our_export_v3.0
+  /tmp/lrvenv/bin/python scripts/make_lerobot_fixtures.py --reread tests/data/lerobot_fixtures/our_export_v3.0
 
-(`--no-deps` because lerobot 0.4.4 pins torch < 2.11 and 0.3.2 older still; the dataset code used here runs on
-torch 2.14.)
+(`--no-deps` because lerobot 0.4.4 pins torch < 2.11; the dataset code used here runs on torch 2.14. lerobot 0.3.2
+also needs `pip install --no-deps --target /tmp/lr032 "datasets<=3.6"`. The reader's default decoder, torchcodec
+(`pip install torchcodec`), needs FFmpeg's shared libraries: Debian `apt-get install libavcodec59 libavformat59
+libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8`.)
 
 Each fixture: 3 short episodes (two tasks) of a toy scene at 10 fps, a camera `observation.images.top` stored
 as video (`--vcodec`: AV1 by default as in LeRobot, h264 for v2.1's fixture to cover both codecs) and a camera
@@ -45,11 +51,43 @@ def frame(episode: int, t: int, camera: int) -> np.ndarray:
   return np.clip(base, 0, 255).astype(np.uint8)
 
 
+def write_reference(root: str, source: dict | None = None) -> list[dict]:
+  """reference.npz beside the dataset: what lerobot's own reader (its default torchcodec decoder) returns for
+  every frame; cameras under their names without the observation.images. prefix."""
+  import torch
+  from lerobot.datasets import lerobot_dataset as lr
+
+  reread = lr.LeRobotDataset("tinyvla/fixture", root=root, video_backend="torchcodec")
+  rows = [reread[i] for i in range(len(reread))]
+
+  def image(x: torch.Tensor) -> np.ndarray:  # float [3, H, W] in [0, 1] -> uint8 [H, W, 3]
+    return (x.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+
+  cameras = {key.removeprefix("observation.images."): np.stack([image(r[key]) for r in rows])
+             for key in reread.meta.camera_keys}
+  np.savez_compressed(
+      os.path.join(root, "reference.npz"),
+      state=np.stack([r["observation.state"].numpy() for r in rows]),
+      action=np.stack([r["action"].numpy() for r in rows]),
+      task=np.array([r["task"] for r in rows]),
+      episode_index=np.array([int(r["episode_index"]) for r in rows]),
+      frame_index=np.array([int(r["frame_index"]) for r in rows]), **cameras, **(source or {}))
+  return rows
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", required=True)
+  parser.add_argument("--out", help="the fixture folder to write")
+  parser.add_argument("--reread", help="only write reference.npz for this existing dataset (e.g. one that "
+                      "scripts/export_lerobot.py wrote: does LeRobot read our export as we do?)")
   parser.add_argument("--vcodec", default=None, help="video codec (default: libsvtav1 for v3.0, h264 for v2.1)")
   args = parser.parse_args()
+  if args.reread:
+    rows = write_reference(args.reread)
+    print(f"wrote {args.reread}/reference.npz: {len(rows)} frames as lerobot reads them")
+    return
+  if not args.out:
+    parser.error("pass --out DIR or --reread DIR")
 
   import torch
   from lerobot.datasets import lerobot_dataset as lr
@@ -93,23 +131,7 @@ def main() -> None:
   if hasattr(dataset, "finalize"):
     dataset.finalize()
 
-  # What lerobot's own reader gives back, frame by frame.
-  reread = lr.LeRobotDataset("tinyvla/fixture", root=args.out, video_backend="torchcodec")
-  rows = [reread[i] for i in range(len(reread))]
-
-  def image(x: torch.Tensor) -> np.ndarray:  # float [3, H, W] in [0, 1] -> uint8 [H, W, 3]
-    return (x.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-
-  np.savez_compressed(
-      os.path.join(args.out, "reference.npz"),
-      state=np.stack([r["observation.state"].numpy() for r in rows]),
-      action=np.stack([r["action"].numpy() for r in rows]),
-      task=np.array([r["task"] for r in rows]),
-      episode_index=np.array([int(r["episode_index"]) for r in rows]),
-      frame_index=np.array([int(r["frame_index"]) for r in rows]),
-      top=np.stack([image(r["observation.images.top"]) for r in rows]),
-      wrist=np.stack([image(r["observation.images.wrist"]) for r in rows]),
-      source_top=np.stack(source["top"]), source_wrist=np.stack(source["wrist"]))
+  rows = write_reference(args.out, source={f"source_{k}": np.stack(v) for k, v in source.items()})
   import lerobot
   with open(os.path.join(args.out, "written_by.json"), "w") as f:
     json.dump(dict(lerobot=getattr(lerobot, "__version__", "?"), codebase_version=version, vcodec=vcodec,

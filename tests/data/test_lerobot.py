@@ -212,6 +212,25 @@ def test_export_then_import_gives_back_the_episodes(tmp_path):
       e.instruction for e in original].index)
 
 
+def test_lerobot_reads_our_export_as_we_do():
+  """our_export_v3.0 was written by scripts/export_lerobot.py (2 shipped MetaWorld demos) and read back by
+  lerobot 0.4.4's LeRobotDataset (reference.npz, scripts/make_lerobot_fixtures.py --reread)."""
+  path = os.path.join(FIXTURES, "our_export_v3.0")
+  ref = np.load(os.path.join(path, "reference.npz"))
+  episodes = LeRobotFolder(path).load(frame_size=72, cache=False)
+  np.testing.assert_array_equal(np.concatenate([e.states for e in episodes]), ref["state"])
+  np.testing.assert_array_equal(np.concatenate([e.actions for e in episodes]), ref["action"])
+  np.testing.assert_array_equal(np.concatenate([[e.instruction] * len(e) for e in episodes]), ref["task"])
+  diff = np.abs(np.concatenate([e.images[:, 0] for e in episodes]).astype(int) - ref["corner2"])
+  assert diff.max() <= 4 and diff.mean() < 0.2, (diff.max(), diff.mean())
+  # ... and they are the shipped demos they came from (the images within the codec's tolerance).
+  shipped = EpisodeStore(SHIPPED_DATASET).load(tasks=["button-press-topdown-v3", "drawer-close-v3"],
+                                              max_episodes_per_task=1)
+  for a, b in zip(shipped, episodes):
+    np.testing.assert_array_equal(a.states, b.states)
+    assert a.instruction == b.instruction and np.abs(a.images.astype(int) - b.images).mean() < 6
+
+
 def test_export_refuses_an_existing_folder_and_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
   store = small_metaworld_store(str(tmp_path / "store"))
   out = tmp_path / "exists"

@@ -66,15 +66,17 @@ def _tasks_table(tasks: list[str]):
 
 
 def export_store(src: str, out: str, *, fps: int = 80, codec: str = "libsvtav1", robot_type: str = "sawyer",
+                 tasks: list[str] | None = None, max_episodes_per_task: int | None = None,
                  overwrite: bool = False) -> dict:
-  """Write the store at `src` as a LeRobot v3.0 dataset at `out`; returns its info.json."""
+  """Write the store at `src` (the episodes of `tasks`, at most `max_episodes_per_task` of each; None: all) as
+  a LeRobot v3.0 dataset at `out`; returns its info.json."""
   pq = parquet()  # a clear error when the lerobot extra is missing
   import pyarrow as pa
   if os.path.exists(out) and not overwrite:
     raise UserError(f"{out} already exists: choose another --out or pass --overwrite")
   store = EpisodeStore(src)
-  episodes = store.load()
-  infos = [store.episode_info(i) for i in range(store.num_episodes)]
+  episodes = store.load(tasks=tasks, max_episodes_per_task=max_episodes_per_task)
+  infos = store.select(tasks=tasks, max_episodes_per_task=max_episodes_per_task)
   if not episodes:
     raise UserError(f"{src} holds no episodes to export")
   tasks = sorted({e.instruction for e in episodes}, key=[e.instruction for e in episodes].index)

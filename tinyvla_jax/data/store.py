@@ -151,8 +151,25 @@ class EpisodeStore:
 
   def load(self, *, cameras: Iterable[str] | None = None, tasks: Iterable[str] | None = None,
            max_episodes_per_task: int | None = None) -> list[Episode]:
-    """Episodes into memory (one decode of the image chunks; each episode is a view into one array)."""
+    """Episodes into memory (one decode of the image chunks; each episode is a view into one array), in the
+    order and selection of `select`."""
     views = self.camera_indices(cameras)
+    chosen = self.select(tasks=tasks, max_episodes_per_task=max_episodes_per_task)
+    if not chosen:
+      return []
+    n = self.num_steps
+    images = self.read("images", n)
+    if views != list(range(images.shape[1])):
+      images = images[:, views]
+    states = self.read("states", n).astype(np.float32)
+    actions = self.read("actions", n).astype(np.float32)
+    return [Episode(images=images[c["start"]:c["end"]], states=states[c["start"]:c["end"]],
+                    actions=actions[c["start"]:c["end"]], instruction=c["instruction"], task=c["task"])
+            for c in chosen]
+
+  def select(self, *, tasks: Iterable[str] | None = None, max_episodes_per_task: int | None = None) -> list[dict]:
+    """`episode_info` (with its `index`) of the episodes of `tasks` (None: all), the first
+    `max_episodes_per_task` of each, in stored order."""
     if tasks is not None:
       tasks = list(tasks)
       missing = [t for t in tasks if t not in self.task_names]
@@ -167,18 +184,8 @@ class EpisodeStore:
       per_task[info["task"]] = per_task.get(info["task"], 0) + 1
       if max_episodes_per_task is not None and per_task[info["task"]] > max_episodes_per_task:
         continue
-      chosen.append(info)
-    if not chosen:
-      return []
-    n = self.num_steps
-    images = self.read("images", n)
-    if views != list(range(images.shape[1])):
-      images = images[:, views]
-    states = self.read("states", n).astype(np.float32)
-    actions = self.read("actions", n).astype(np.float32)
-    return [Episode(images=images[c["start"]:c["end"]], states=states[c["start"]:c["end"]],
-                    actions=actions[c["start"]:c["end"]], instruction=c["instruction"], task=c["task"])
-            for c in chosen]
+      chosen.append(dict(info, index=i))
+    return chosen
 
   def read(self, name: str, n: int) -> np.ndarray:
     """The first n steps of data/<name>, one chunk row at a time, so a damaged chunk is named (a single
