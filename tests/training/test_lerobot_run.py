@@ -47,6 +47,16 @@ def test_a_lerobot_dataset_trains_and_its_checkpoint_acts(tmp_path, monkeypatch)
   obs["prompt"] = "open the drawer"
   actions = policy.infer(obs)["actions"]
   assert actions.shape[-1] == 2 and np.isfinite(actions).all()
+  # A robot sends its cameras' own frames (48 x 64 here): the policy pads and resizes them as training did, so
+  # the raw frames act exactly as the dataset's stored ones.
+  ref = np.load(os.path.join(FIXTURE, "reference.npz"))
+  raw = dict(obs, images={"observation.images.top": ref["top"][:1], "observation.images.wrist": ref["wrist"][:1]},
+             noise_key=np.array([0, 7], np.uint32))
+  from tinyvla_jax.data.lerobot_format import LeRobotFolder
+  stored = LeRobotFolder(FIXTURE).load(frame_size=policy.schema.frame_shape[0], cache=False)[0].images[:1]
+  resized = dict(raw, images={"observation.images.top": stored[:, 0], "observation.images.wrist": stored[:, 1]})
+  np.testing.assert_array_equal(policy.infer(raw)["actions"], policy.infer(resized)["actions"])
+  assert "padded to a square" in policy.metadata["observation"]["images"]["observation.images.top"]["resized"]
 
 
 def test_sizes_that_disagree_with_the_model_are_reported_before_decoding(tmp_path, monkeypatch):

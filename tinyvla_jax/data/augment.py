@@ -1,4 +1,6 @@
-"""Image augmentation for training batches: Diffusion Policy's random crop (train) / center crop (eval).
+"""Image augmentation for training batches: Diffusion Policy's random crop (train) / center crop (eval); and
+`pad_resize`, which brings frames of any shape to a dataset's square frame size (LeRobot data, and a served
+policy trained on it).
 
 The window is a fraction of the stored frame (data.crop_fraction 0.89: 64 of 72 px, about Diffusion
 Policy's 84 of 96). Training sees a random window, evaluation and the policy the center window, so
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyvla_jax import extras
 from tinyvla_jax.errors import UserError
 
 
@@ -53,3 +56,19 @@ def crop_window(image_size: int, crop_fraction: float) -> int | None:
     raise UserError(f"data.crop_fraction={crop_fraction} must be in (0, 1]")
   window = int(round(crop_fraction * image_size))
   return None if window >= image_size else max(window, 1)
+
+
+def pad_resize(frame: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [H, W, 3] -> [size, size, 3]: padded to a square with black (centered), then resized (bilinear with
+  antialiasing when shrinking, PIL's). A square frame of the right size is returned as it is."""
+  h, w = frame.shape[:2]
+  if h == w == size:
+    return frame
+  side = max(h, w)
+  if h != w:
+    square = np.zeros((side, side, 3), np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top:top + h, left:left + w] = frame
+    frame = square
+  image = extras.require("PIL.Image", extra="lerobot", purpose="resizing frames")
+  return np.asarray(image.fromarray(frame).resize((size, size), image.Resampling.BILINEAR))

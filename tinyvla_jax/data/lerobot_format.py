@@ -35,6 +35,7 @@ import numpy as np
 
 from tinyvla_jax import extras
 from tinyvla_jax.data import frame_cache, video
+from tinyvla_jax.data.augment import pad_resize
 from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.errors import DataError, MissingFileError, UserError
 
@@ -335,19 +336,3 @@ def _decode_image(cell, root: str, where: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
   except Exception as error:  # noqa: BLE001 - PIL raises several types for a bad image
     raise DataError(f"{where}: cannot decode an image ({type(error).__name__}: {error})") from None
-
-
-def pad_resize(frame: np.ndarray, size: int) -> np.ndarray:
-  """uint8 [H, W, 3] -> [size, size, 3]: padded to a square with black (centered), then resized (bilinear with
-  antialiasing when shrinking, PIL's). A square frame of the right size is returned as it is."""
-  h, w = frame.shape[:2]
-  if h == w == size:
-    return frame
-  side = max(h, w)
-  if h != w:
-    square = np.zeros((side, side, 3), np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
-    square[top:top + h, left:left + w] = frame
-    frame = square
-  from PIL import Image
-  return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BILINEAR))

@@ -160,7 +160,8 @@ def schema_for(model_config, data_info: dict) -> ObservationSchema:
     raise UserError(f"the checkpoint's data has cameras {cameras} but model.num_cameras={model_config.num_cameras}")
   head = model_config.head
   return ObservationSchema(cameras=tuple(cameras), frame_shape=(int(side), int(side), 3), state_dim=head.state_dim,
-                           obs_steps=model_config.obs_steps, horizon=head.horizon, action_dim=head.action_dim)
+                           obs_steps=model_config.obs_steps, horizon=head.horizon, action_dim=head.action_dim,
+                           resize_frames=card.get("format") == "lerobot")
 
 
 def load_policy(workdir: str, step: int | None = None, *, seed: int = 0) -> InferencePolicy:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_jax.data.augment import pad_resize
 from tinyvla_jax.errors import UserError
 
 KEYS = ("images", "state", "prompt", "noise_key")
@@ -57,12 +58,16 @@ class ObservationSchema:
   obs_steps: int
   horizon: int  # actions per predicted chunk
   action_dim: int
+  # Frames of any [h, w, 3] are padded to a square and resized to frame_shape (data/augment.pad_resize), as the
+  # training data was (LeRobot datasets); otherwise a frame must have frame_shape already.
+  resize_frames: bool = False
 
   def describe(self) -> dict[str, Any]:
     """The schema as plain data (part of the server's metadata and `policy.metadata`)."""
     h, w, c = self.frame_shape
+    extra = dict(resized=f"any [h, w, 3] is padded to a square and resized to {h} x {w}") if self.resize_frames else {}
     return {
-        "images": {name: dict(dtype="uint8", shape=[h, w, c], history_shape=[self.obs_steps, h, w, c])
+        "images": {name: dict(dtype="uint8", shape=[h, w, c], history_shape=[self.obs_steps, h, w, c], **extra)
                    for name in self.cameras},
         "state": dict(dtype="float32", shape=[self.state_dim], history_shape=[self.obs_steps, self.state_dim]),
         "prompt": dict(dtype="str"),
@@ -112,6 +117,9 @@ class ObservationSchema:
         raise ObservationError(f"{key!r} has dtype {frame.dtype}; send uint8 RGB frames")
       if frame.ndim == 3:
         frame = frame[None]
+      if (self.resize_frames and frame.ndim == 4 and frame.shape[-1] == 3 and min(frame.shape[1:3]) >= 1
+          and frame.shape[1:] != self.frame_shape):
+        frame = np.stack([pad_resize(f, self.frame_shape[0]) for f in frame])
       if frame.ndim != 4 or frame.shape[1:] != self.frame_shape or not 1 <= frame.shape[0] <= self.obs_steps:
         h, w, c = self.frame_shape
         history = f" or [k<={self.obs_steps}, {h}, {w}, {c}]" if self.obs_steps > 1 else ""
