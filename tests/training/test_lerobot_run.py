@@ -24,7 +24,7 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "..", "data", "lerobot_fixture
 
 
 def lerobot_config(**model):
-  c = micro_config()
+  c = micro_config(epochs=1)
   c.data.source = "lerobot"
   c.data.path = FIXTURE
   c.data.random_crop = True
@@ -39,7 +39,7 @@ def test_a_lerobot_dataset_trains_and_its_checkpoint_acts(tmp_path, monkeypatch)
   monkeypatch.setenv("TINYVLA_CACHE_DIR", str(tmp_path / "cache"))
   result = loop.train(typed(lerobot_config()), workdir=str(tmp_path / "w"), progress=False)
   rows = [r for r in read_metrics(str(tmp_path / "w")) if "val_loss" in r]
-  assert len(rows) == 2 and all(np.isfinite(r["val_loss"]) for r in rows)
+  assert len(rows) == 1 and all(np.isfinite(r["val_loss"]) for r in rows)
   assert result.state.step > 0
   policy = load_policy(str(tmp_path / "w"))
   assert policy.schema.cameras == ("observation.images.top", "observation.images.wrist")
