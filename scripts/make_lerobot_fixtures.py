@@ -9,6 +9,8 @@ reader. lerobot and its torch pin their own versions, so it runs once, in its ow
   /tmp/lrvenv/bin/pip install --no-deps lerobot==0.4.4                   # writes codebase v3.0
   /tmp/lrvenv/bin/pip install --no-deps --target /tmp/lr032 lerobot==0.3.2  # writes codebase v2.1
   /tmp/lrvenv/bin/python scripts/make_lerobot_fixtures.py --out tests/data/lerobot_fixtures/v3.0
+  /tmp/lrvenv/bin/python scripts/make_lerobot_fixtures.py --out tests/data/lerobot_fixtures/v3.0_files \
+      --files_mb 0.00001 --vcodec h264   # a new data and video file per episode, 2 files per chunk
   PYTHONPATH=/tmp/lr032 /tmp/lrvenv/bin/python scripts/make_lerobot_fixtures.py --out tests/data/lerobot_fixtures/v2.1
   # our exporter's output, read by lerobot (the export is made in the project's own venv):
   .venv/bin/python scripts/export_lerobot.py --tasks button-press-topdown-v3,drawer-close-v3 \
@@ -80,6 +82,8 @@ def main() -> None:
   parser.add_argument("--out", help="the fixture folder to write")
   parser.add_argument("--reread", help="only write reference.npz for this existing dataset (e.g. one that "
                       "scripts/export_lerobot.py wrote: does LeRobot read our export as we do?)")
+  parser.add_argument("--files_mb", type=float, default=None,
+                      help="v3.0: data and video file size limit in MB (tiny: a new file per episode), and chunks of 2 files")
   parser.add_argument("--vcodec", default=None, help="video codec (default: libsvtav1 for v3.0, h264 for v2.1)")
   args = parser.parse_args()
   if args.reread:
@@ -107,6 +111,9 @@ def main() -> None:
   if version == "v3.0":
     create.update(vcodec=vcodec)
   dataset = lr.LeRobotDataset.create(**create)
+  if args.files_mb:  # and 2 files per chunk folder: episodes spread over files and chunks
+    dataset.meta.update_chunk_settings(chunks_size=2, data_files_size_in_mb=args.files_mb,
+                                       video_files_size_in_mb=args.files_mb)
   if version != "v3.0":
     dataset.meta.info["video_codec_requested"] = vcodec
     import lerobot.datasets.video_utils as vu

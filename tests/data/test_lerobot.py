@@ -1,6 +1,7 @@
 """LeRobot datasets: our reader against what the real lerobot package wrote and read back (the fixtures of
-tests/data/lerobot_fixtures/, made by scripts/make_lerobot_fixtures.py with lerobot 0.4.4 (v3.0, AV1 video) and
-0.3.2 (v2.1, H.264)), the frame cache, the errors, and export -> import of real MetaWorld demos."""
+tests/data/lerobot_fixtures/, made by scripts/make_lerobot_fixtures.py with lerobot 0.4.4 (v3.0: AV1 video, and
+H.264 spread over several files and chunks) and 0.3.2 (v2.1, H.264)), the frame cache, the errors, and
+export -> import of real MetaWorld demos (and lerobot reading our export)."""
 
 from __future__ import annotations
 
@@ -37,12 +38,13 @@ def fixture_copy(tmp_path, version: str) -> str:
   return out
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_every_frame_matches_what_lerobot_reads(version):
-  path = os.path.join(FIXTURES, version)
+# v3.0_files: a new data and video file per episode and 2 files per chunk folder (H.264).
+@pytest.mark.parametrize("fixture", VERSIONS + ("v3.0_files",))
+def test_every_frame_matches_what_lerobot_reads(fixture):
+  path = os.path.join(FIXTURES, fixture)
   ref = np.load(os.path.join(path, "reference.npz"))
   folder = LeRobotFolder(path)
-  assert folder.version == version
+  assert folder.version == fixture[:4]
   episodes = folder.load(frame_size=64, cache=False)
   assert [len(e) for e in episodes] == [12, 9, 15]
   # State, action and task of every frame exactly as lerobot's LeRobotDataset returns them, in its order.
