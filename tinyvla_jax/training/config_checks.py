@@ -26,4 +26,5 @@ def check_data_matches_model(episodes: list[Episode], model: VLAConfig) -> None:
   size = ep.images.shape[2]
   if size < model.vision.image_size:
     raise UserError(f"the data's images are {size} px but model.vision.image_size={model.vision.image_size}: "
-                     f"collect with --size >= {model.vision.image_size}")
+                     f"collect with --size >= {model.vision.image_size} (LeRobot data: --config.data.frame_size >= "
+                     f"{model.vision.image_size})")
