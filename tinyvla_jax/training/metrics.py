@@ -37,7 +37,6 @@ class MetricsWriter:
     """`truncate_to`: cut metrics.jsonl to this many bytes first (0: a fresh run; None: keep all rows).
     `enabled=False` (every process but 0 of a multi-host run): writes nothing, touches no file."""
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self.enabled = enabled
     self._file = self._tb = None
     if not enabled:
       return
