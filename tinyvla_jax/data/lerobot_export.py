@@ -132,8 +132,7 @@ def export_store(src: str, out: str, *, fps: int = 80, codec: str = "libsvtav1",
                                          names=[f"state_{i}" for i in range(states.shape[1])])
     features["action"] = dict(dtype="float32", shape=[actions.shape[1]],
                               names=[f"action_{i}" for i in range(actions.shape[1])])
-    for name in ("timestamp",):
-      features[name] = dict(dtype="float32", shape=[1], names=None)
+    features["timestamp"] = dict(dtype="float32", shape=[1], names=None)
     for name in ("frame_index", "episode_index", "index", "task_index"):
       features[name] = dict(dtype="int64", shape=[1], names=None)
     stats["observation.state"] = _stats(states, 0)

@@ -303,9 +303,8 @@ class LeRobotFolder:
         raw = [_decode_image(cell, self.path, f"{self._file(ref.data_file)} ({key}, episode {ref.index})")
                for cell in r[key]]
       frames.append(np.stack([pad_resize(f, frame_size) for f in raw]))
-    total = sum(lengths)
-    log.info("decoded %d frames of %s in %.1f s (%.0f frames/s)", total, key, time.perf_counter() - start,
-             total / max(time.perf_counter() - start, 1e-9))
+    total, seconds = sum(lengths), time.perf_counter() - start
+    log.info("decoded %d frames of %s in %.1f s (%.0f frames/s)", total, key, seconds, total / max(seconds, 1e-9))
     if cache:
       frame_cache.save(cache_key, np.concatenate(frames))
     return frames

@@ -42,11 +42,16 @@ def _metaworld(data: DataConfig, *, model_image_size: int) -> LoadedData:  # noq
                     setup_seeds={k: sorted(v) for k, v in store.setup_seeds().items()})
 
 
-def _lerobot(data: DataConfig, *, model_image_size: int) -> LoadedData:
+def _lerobot_folder(data: DataConfig):
+  """The LeRobot folder of `data.path` and the feature mapping of data.cameras / lerobot_state / lerobot_action."""
   from tinyvla_jax.data.lerobot_format import LeRobotFolder, LeRobotMapping
   folder = LeRobotFolder(data.path)
-  mapping = folder.resolve(LeRobotMapping(cameras=tuple(data.names("cameras") or ()) or None,
-                                          state=data.lerobot_state, action=data.lerobot_action))
+  return folder, folder.resolve(LeRobotMapping(cameras=tuple(data.names("cameras") or ()) or None,
+                                               state=data.lerobot_state, action=data.lerobot_action))
+
+
+def _lerobot(data: DataConfig, *, model_image_size: int) -> LoadedData:
+  folder, mapping = _lerobot_folder(data)
   size = data.frame_size or frame_size_for(model_image_size, data.crop_fraction)
   episodes = folder.load(mapping, frame_size=size, tasks=data.names("tasks"),
                          max_episodes_per_task=data.max_episodes_per_task, cache=data.frame_cache)
@@ -64,10 +69,7 @@ def peek_sizes(data: DataConfig) -> dict[str, int] | None:
   mismatch with the model is one line before any video is decoded; None for the other sources."""
   if data.source != "lerobot":
     return None
-  from tinyvla_jax.data.lerobot_format import LeRobotFolder, LeRobotMapping
-  folder = LeRobotFolder(data.path)
-  mapping = folder.resolve(LeRobotMapping(cameras=tuple(data.names("cameras") or ()) or None,
-                                          state=data.lerobot_state, action=data.lerobot_action))
+  folder, mapping = _lerobot_folder(data)
   return dict(action_dim=int(folder.features[mapping.action]["shape"][0]),
               state_dim=int(folder.features[mapping.state]["shape"][0]), num_cameras=len(mapping.cameras))
 
