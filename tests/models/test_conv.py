@@ -64,6 +64,14 @@ def test_gradients_agree():
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_conv_transpose1d_gradients_agree():
+  x, w = _rand(8, 2, 4, 6), _rand(9, 4, 6, 5)
+  grads = {impl: jax.grad(lambda x, w: jnp.sum(jnp.sin(conv.conv_transpose1d(x, w, stride=2, padding=1, impl=impl))),
+                          argnums=(0, 1))(x, w) for impl in ("xla", "im2col")}
+  for a, b in zip(grads["xla"], grads["im2col"]):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_auto_picks_im2col_on_cpu():
   assert conv.resolve_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError, match="auto, xla or im2col"):
@@ -75,3 +83,14 @@ def test_bad_shapes_are_one_line_errors():
     conv.conv1d(jnp.zeros((2, 8, 3)), jnp.zeros((3, 4, 5)))
   with pytest.raises(ValueError, match="shorter than the kernel"):
     conv.conv1d(jnp.zeros((2, 2, 3)), jnp.zeros((5, 3, 5)), impl="im2col")
+
+
+@pytest.mark.parametrize("length,k,stride,pad", [(4, 4, 2, 1), (5, 4, 2, 0), (3, 3, 2, 2), (6, 5, 3, 1), (4, 2, 3, 0),
+                                                 (3, 1, 1, 0)])
+def test_conv_transpose1d_phases_cover_other_shapes(length, k, stride, pad):
+  """The phase decomposition at strides, paddings and widths the U-Net does not use (stride 3, a
+  kernel narrower than the stride, padding 0 and K-1), against the scatter definition."""
+  x, w = _rand(6, 2, length, 3), _rand(7, k, 3, 4)
+  ref = _numpy_conv_transpose1d(x, w, stride, pad)
+  out = conv.conv_transpose1d(x, w, stride=stride, padding=pad, impl="im2col")
+  np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
