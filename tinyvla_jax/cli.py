@@ -130,11 +130,16 @@ def run(main) -> None:
   """absl's app.run with one-line errors: bad flags and every `errors.UserError` (bad input, a missing
   file or extra, a damaged dataset or checkpoint, a busy workdir, an interrupted start-up) end the
   process with `error: <message>` and a non-zero exit. Any other exception is a bug and keeps its
-  traceback. TINYVLA_TRACEBACK=1 shows the traceback of user errors too.
+  traceback. TINYVLA_TRACEBACK=1 shows the traceback of user errors too. First, the process restarts
+  itself once with huge-page malloc where that helps (huge_pages.py; TINYVLA_HUGE_PAGES=0 turns it off).
   """
   import os
 
   from absl import app
+
+  from tinyvla_jax import huge_pages
+
+  huge_pages.restart_with_huge_pages()
 
   from tinyvla_jax.errors import CheckpointError, UserError
 
