@@ -55,8 +55,9 @@ def enable_compilation_cache(where: str) -> str | None:
   import jax
 
   jax.config.update("jax_compilation_cache_dir", where)
-  # Cache every program that took a noticeable time to compile (the default skips those under 1 s).
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+  # Cache every program (the default skips those compiled in under 1 s): a start-up also compiles dozens
+  # of small ones, and reading one back takes milliseconds.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   return where
 
 

@@ -44,6 +44,8 @@ def create_train_state(*, params, tx: optax.GradientTransformation, rng: jax.Arr
   # Three distinct zeros, not one shared array: the step donates the state, and XLA refuses to
   # donate one buffer twice.
   zero = lambda: jnp.zeros((), jnp.int32)
-  return TrainState(step=zero(), params=params, opt_state=tx.init(trainable),
+  # Jitted: run eagerly, each moment's zeros compile a program of their own (~50 at start-up, ~1 s on a
+  # CPU); as one program the persistent compilation cache keeps it. Under `jax.eval_shape` it traces as is.
+  return TrainState(step=zero(), params=params, opt_state=jax.jit(tx.init)(trainable),
                     ema_params=jax.tree.map(jnp.copy, trainable) if use_ema else None, rng=rng,
                     skipped=zero(), consecutive_skipped=zero())
