@@ -4,9 +4,11 @@
 
 Figures: train-step time and examples/s (compile excluded: a warm-up call, then `block_until_ready`
 per timed step), compile time, DDIM action-chunk latency at batch 1 (all denoising steps, one jitted
-call), peak memory (device allocator stats where the backend has them, else the process's max RSS),
-the step's FLOPs from XLA's cost analysis, the achieved FLOP/s, and a peak matmul FLOP/s measured on the
-same machine in the same run (a large float32 matmul), so the utilization is read against this machine.
+call), peak memory (device allocator stats where the backend has them, else the process's max RSS).
+Each time is read against this machine's limits, measured in the same run (tinyvla_jax/roofline.py): the
+program's FLOPs and bytes from XLA's cost analysis, the fraction of the memory bandwidth and of the
+matmul rate reached, and the roofline time the slower limit allows (the chunk's cost is the condition
+encoder's plus `num_inference_steps` denoiser calls: XLA counts a scan's body once).
 """
 
 from __future__ import annotations
@@ -21,15 +23,13 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from tinyvla_jax import cli
+from tinyvla_jax import cli, roofline
 
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel
 from tinyvla_jax.recipes import typed
 from tinyvla_jax.run_config import with_backbones
 from tinyvla_jax.training import loop
 from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
-from tinyvla_jax.training.objectives import denoising
-from tinyvla_jax.training.step import make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py:tiny")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps.")
@@ -45,12 +45,18 @@ def _time(fn, *args, repeats: int):
   return out, times
 
 
-def peak_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(f(a))
-  _, times = _time(f, a, repeats=repeats)
-  return 2 * n**3 / min(times)
+def chunk_cost(policy: DiffusionPolicy, params, obs) -> dict:
+  """FLOPs and bytes of one action chunk: the condition once, then the denoiser num_inference_steps times."""
+  model = policy.model
+  condition_fn = jax.jit(lambda p, obs: model.apply({"params": p}, **obs, method=model.condition))
+  condition = condition_fn(params, obs)
+  head = model.config.head
+  noisy = jnp.zeros((condition.shape[0], head.horizon, head.action_dim), jnp.float32)
+  denoise_fn = jax.jit(lambda p, c, x, t: model.apply({"params": p}, condition=c, noisy_actions=x, timesteps=t,
+                                                      method=model.predict_noise))
+  once = roofline.cost(condition_fn.lower(params, obs).compile())
+  step = roofline.cost(denoise_fn.lower(params, condition, noisy, jnp.zeros((noisy.shape[0],), jnp.int32)).compile())
+  return {k: once[k] + policy.num_inference_steps * step[k] for k in once}
 
 
 def peak_memory_bytes() -> dict:
@@ -70,15 +76,13 @@ def main(argv):
   model = UnifiedTinyVLAModel(config.model)
   state, tx, lr = loop.build_state(config, model, total_steps=1000)
   policy = DiffusionPolicy.from_config(model, config.diffusion)
-  step = jax.jit(make_train_step(objective=denoising(policy), tx=tx, lr_schedule=lr), donate_argnums=0)
+  step = jax.jit(loop.train_step_for(config, policy, tx, lr), donate_argnums=0)
   batch = jax.device_put(next(train_loader.batches(0)))
 
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  step_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  step_cost = roofline.cost(compiled)
   state, _ = step(state, batch)  # warm-up
   times = []
   for _ in range(_STEPS.value):
@@ -94,17 +98,19 @@ def main(argv):
   jax.block_until_ready(sampler(state.params, jax.random.key(0), **obs))
   sample_compile_s = time.perf_counter() - t0
   _, sample_times = _time(lambda r: sampler(state.params, r, **obs), jax.random.key(1), repeats=10)
+  sample_s = float(np.median(sample_times))
 
-  peak = peak_matmul_flops()
+  limits = roofline.measure_limits()
   result = dict(
       preset=config.preset, backend=jax.default_backend(), device=str(jax.devices()[0]),
       batch_size=config.train.batch_size, train_step_ms=round(step_s * 1e3, 2),
       examples_per_s=round(config.train.batch_size / step_s, 2), train_step_compile_s=round(compile_s, 2),
       ddim_steps=config.diffusion.num_inference_steps,
-      action_chunk_latency_ms_b1=round(float(np.median(sample_times)) * 1e3, 2),
-      sampler_compile_s=round(sample_compile_s, 2), train_step_gflop=round(step_flops / 1e9, 3),
-      achieved_gflop_per_s=round(step_flops / step_s / 1e9, 2), peak_matmul_gflop_per_s=round(peak / 1e9, 2),
-      utilization=round(step_flops / step_s / peak, 4), **peak_memory_bytes())
+      action_chunk_latency_ms_b1=round(sample_s * 1e3, 2), sampler_compile_s=round(sample_compile_s, 2),
+      memory_gb_per_s=round(limits["memory_gb_per_s"], 1), matmul_gflop_per_s=round(limits["matmul_gflop_per_s"], 1),
+      train_step_limits=roofline.fractions(step_s, step_cost, limits),
+      action_chunk_limits=roofline.fractions(sample_s, chunk_cost(policy, state.params, obs), limits),
+      **peak_memory_bytes())
   print(json.dumps(result))
 
 

@@ -48,11 +48,9 @@ import jax.numpy as jnp  # noqa: E402
 from tinyvla_jax import presets, recipes  # noqa: E402
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, init_params  # noqa: E402
 from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy  # noqa: E402
-from tinyvla_jax.run_config import MeshConfig  # noqa: E402
-from tinyvla_jax.training import loop, objectives, sharding  # noqa: E402
+from tinyvla_jax.training import loop, sharding  # noqa: E402
 from tinyvla_jax.training.optimizer import make_optimizer  # noqa: E402
 from tinyvla_jax.training.state import create_train_state  # noqa: E402
-from tinyvla_jax.training.step import make_train_step  # noqa: E402
 
 VARIANTS = {"fp32": {}, "bf16": dict(dtype="bfloat16"), "frozen_bf16": dict(dtype="bfloat16", frozen_dtype="bfloat16"),
             "remat": dict(dtype="bfloat16", frozen_dtype="bfloat16", remat=True)}
@@ -80,7 +78,7 @@ def step_memory(run, mesh, batch: int) -> dict:
       tx=tx, rng=jax.random.key(0), use_ema=run.train.ema_decay is not None))
   state_sh = sharding.state_shardings(state, mesh, min_mib=run.mesh.fsdp_min_mib)
   policy = DiffusionPolicy.from_config(model, run.diffusion)
-  step = jax.jit(make_train_step(objective=objectives.for_recipe(policy, run.train), tx=tx, lr_schedule=lr),
+  step = jax.jit(loop.train_step_for(run, policy, tx, lr),
                  in_shardings=(state_sh, sharding.batch_sharding(mesh)),
                  out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
   t0 = time.perf_counter()

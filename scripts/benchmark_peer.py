@@ -170,7 +170,7 @@ class LeRobots:
       unet.load_state_dict(state, strict=True)
     self.scheduler = DDIMScheduler(num_train_timesteps=TRAIN_STEPS, beta_schedule="squaredcos_cap_v2",
                                    clip_sample=True, clip_sample_range=1.0, prediction_type="epsilon")
-    self.abar = torch.from_numpy(np.asarray(make_schedule(num_train_steps=TRAIN_STEPS).alphas_cumprod))
+    self.abar = torch.from_numpy(np.array(make_schedule(num_train_steps=TRAIN_STEPS).alphas_cumprod))
     self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
     self.lr = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=TOTAL_STEPS)
 

@@ -25,16 +25,14 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from tinyvla_jax import cli
+from tinyvla_jax import cli, roofline
 from tinyvla_jax.models.vla import UnifiedTinyVLAModel, splice_image_tokens
 from tinyvla_jax.models.vision import CLIP_MEAN, CLIP_STD, preprocess_images
 from tinyvla_jax.recipes import typed
 from tinyvla_jax.run_config import with_backbones
 from tinyvla_jax.training import loop
 from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
-from tinyvla_jax.training import objectives
 from tinyvla_jax.training.optimizer import partition_of
-from tinyvla_jax.training.step import make_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/fixed.py")
 _BATCHES = flags.DEFINE_string("batches", "4,16,32,64", "Batch sizes for the examples/s sweep.")
@@ -56,12 +54,6 @@ def timed(fn, *args, repeats: int) -> tuple[float, float]:
   return float(np.median(times)), flops
 
 
-def peak_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  seconds, _ = timed(lambda a: a @ a, a, repeats=repeats)
-  return 2 * n**3 / seconds
-
-
 def grad_of(loss):
   """fwd+bwd of a scalar function of the params (what the train step pays for a component)."""
   return jax.grad(loss)
@@ -75,7 +67,7 @@ def main(argv):
   model = UnifiedTinyVLAModel(model_cfg)
   state, tx, lr = loop.build_state(config, model, total_steps=1000)
   ns = config.train.noise_samples
-  peak = peak_matmul_flops()
+  peak = roofline.matmul_rate()
   reps = _REPEATS.value
   batch = jax.device_put(next(data.train.batches(0)))
   params = state.params
@@ -122,8 +114,7 @@ def main(argv):
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     return jax.tree.map(lambda p, u: p + u, trainable, updates), opt_state
 
-  step = make_train_step(objective=objectives.for_recipe(policy, config.train), tx=tx, lr_schedule=lr,
-                         ema_decay=config.train.ema_decay, ema_power=config.train.ema_power)
+  step = loop.train_step_for(config, policy, tx, lr)
   whole, whole_flops = timed(step, state, batch, repeats=reps)
   parts = {
       "vision (ViT + projector)": timed(grad_of(vision_loss), params, batch["images"], repeats=reps),

@@ -26,7 +26,8 @@ LAYERS = (
     ("the diffusion policy", ("policy",)),
     ("model and data", ("models", "data")),
     ("diffusion", ("diffusion",)),
-    ("optional dependencies and config value checks", ("extras", "checks")),
+    ("optional dependencies, config value checks, process and machine facts",
+     ("extras", "checks", "huge_pages", "roofline")),
     ("errors", ("errors",)),
 )
 

@@ -220,16 +220,22 @@ class Placement(NamedTuple):
     return sharding.global_batch(local, self.mesh)
 
 
+def train_step_for(config: RunConfig, policy: DiffusionPolicy, tx, lr_schedule):
+  """The (unjitted) train step the config asks for: its recipe's objective, EMA, non-finite skipping and
+  gradient accumulation. The benchmark and profiling scripts time this same step."""
+  t = config.train
+  return make_train_step(objective=objectives.for_recipe(policy, t), tx=tx, lr_schedule=lr_schedule,
+                         ema_decay=t.ema_decay, ema_power=t.ema_power, skip_nonfinite=t.skip_nonfinite,
+                         grad_accum_steps=t.grad_accum_steps)
+
+
 def _compile(config: RunConfig, model: UnifiedTinyVLAModel, tx, lr_schedule, placement: Placement):
   """The jitted train step (state donated) and validation step, both around the run's diffusion policy, with
   explicit shardings: the state as placed, the batch split over every device, metrics replicated."""
   policy = DiffusionPolicy.from_config(model, config.diffusion)
-  t = config.train
   batch, rep = sharding.batch_sharding(placement.mesh), sharding.replicated(placement.mesh)
-  step_fn = jax.jit(make_train_step(
-      objective=objectives.for_recipe(policy, t), tx=tx, lr_schedule=lr_schedule, ema_decay=t.ema_decay,
-      ema_power=t.ema_power, skip_nonfinite=t.skip_nonfinite, grad_accum_steps=t.grad_accum_steps),
-      in_shardings=(placement.state, batch), out_shardings=(placement.state, rep), donate_argnums=0)
+  step_fn = jax.jit(train_step_for(config, policy, tx, lr_schedule),
+                    in_shardings=(placement.state, batch), out_shardings=(placement.state, rep), donate_argnums=0)
   validation_fn = jax.jit(validation.make_validation_step(policy), in_shardings=(placement.params, batch, rep),
                           out_shardings=rep)
   return step_fn, validation_fn
