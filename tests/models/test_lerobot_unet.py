@@ -13,7 +13,8 @@ from tinyvla_jax.models.action_head import ConditionalUnet1D
 from tinyvla_jax.models.config import ActionHeadConfig
 from tinyvla_jax.pretrained import lerobot_unet
 
-SMALL = dict(action_dim=3, horizon=8, down_dims=(16, 32, 64), kernel_size=5, n_groups=4, step_embed_dim=16,
+# 8 groups: LeRobot's final Conv1dBlock always has 8 (Diffusion Policy's default), ours model.head.n_groups.
+SMALL = dict(action_dim=3, horizon=8, down_dims=(16, 32, 64), kernel_size=5, n_groups=8, step_embed_dim=16,
              cond_predict_scale=True)
 COND = 12
 

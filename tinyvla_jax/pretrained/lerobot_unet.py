@@ -7,7 +7,9 @@ read from its safetensors with numpy and a head trained here can be handed to Le
 
 Layouts: a torch Conv1d weight is [out, in, K] (ours [K, in, out]); a ConvTranspose1d weight is
 [in, out, K] (ours [K, in, out]); a Linear weight is [out, in] (ours [in, out]); GroupNorm weight/bias are
-our norm scale/bias. `tests/models/test_lerobot_parity.py` checks the outputs agree with LeRobot's module.
+our norm scale/bias. `tests/models/test_lerobot_unet.py` checks the outputs agree with LeRobot's module.
+One difference the weights cannot show: LeRobot's (and Diffusion Policy's) final Conv1dBlock always has 8
+groups, ours `model.head.n_groups`; the networks are the same when that is 8, as in every preset.
 """
 
 from __future__ import annotations
