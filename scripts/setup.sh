@@ -4,7 +4,7 @@
 #                                  # the `serve` extra (the policy server) and `lerobot` (LeRobot datasets)
 #   bash scripts/setup.sh test     # everything the test suite uses (+ the test, parity and pretrained extras)
 #   bash scripts/setup.sh bench    # a separate .venv-bench with LeRobot (and the torch it needs) beside the
-#                                  # package, for scripts/benchmark_peer.py and tests/models/test_lerobot_unet.py
+#                                  # package, for scripts/benchmark_peer.py and `pytest -m bench`
 # It installs the system packages (apt-get update first; sudo only when not root), makes a virtual
 # environment (Debian/Ubuntu's system Python refuses `pip install`, PEP 668) and installs the project
 # into it, editable. Then use .venv/bin/python (or `. .venv/bin/activate`).

@@ -18,6 +18,12 @@ Needs the `sim` extra and a GL library (Debian: libosmesa6).
 
 from __future__ import annotations
 
+from tinyvla_jax import huge_pages
+
+if __name__ == "__main__":
+  # Before the imports below (a second of JAX, Flax, Orbax): the restart would pay for them twice.
+  huge_pages.restart_with_huge_pages()
+
 import os
 
 from absl import flags

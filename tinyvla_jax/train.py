@@ -12,6 +12,12 @@ none of them under SLURM (srun) or on a TPU pod slice, where JAX finds the other
 
 from __future__ import annotations
 
+from tinyvla_jax import huge_pages
+
+if __name__ == "__main__":
+  # Before the imports below (a second of JAX, Flax, Orbax): the restart would pay for them twice.
+  huge_pages.restart_with_huge_pages()
+
 import sys
 
 from absl import app, flags

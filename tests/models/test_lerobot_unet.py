@@ -1,5 +1,6 @@
-"""Our U-Net <-> LeRobot's DiffusionConditionalUnet1d: the weight map, and the outputs against LeRobot's module
-(skipped where lerobot is not installed; scripts/benchmark_peer.py runs the same check at paper size)."""
+"""Our U-Net <-> LeRobot's DiffusionConditionalUnet1d: the weight map (default suite), and the outputs against
+LeRobot's module (marker `bench`: `.venv-bench/bin/python -m pytest -m bench`, after `bash scripts/setup.sh
+bench`; skipped where lerobot is missing). scripts/benchmark_peer.py runs the same check at paper size."""
 
 import types
 
@@ -54,6 +55,7 @@ def test_wrong_state_dicts_are_one_line_errors():
     lerobot_unet.to_lerobot({"dense": {}})
 
 
+@pytest.mark.bench
 def test_outputs_match_lerobots_unet():
   pytest.importorskip("torch")
   modeling = pytest.importorskip("lerobot.policies.diffusion.modeling_diffusion")
