@@ -98,8 +98,7 @@ class Ours:
     unet, schedule = self.infer_unet, self.schedule
 
     @jax.jit
-    def sample(params, x_T, cond):
-      params = jax.tree.map(lambda p: p.astype(unet.dtype), params)  # stored in the inference dtype below
+    def sample(params, x_T, cond):  # params already in the inference dtype (sample_cost casts them once)
       return ddim_sample_from(lambda x, t: unet.apply(params, x, t, cond), x_T=x_T, schedule=schedule,
                               num_inference_steps=num_steps)
     return sample
@@ -109,7 +108,7 @@ class Ours:
     return loss
 
   # The worker's commands (see `serve`): each returns plain Python / numpy values.
-  def setup(self, weights_path: str, batches: list[int], sample_batch: int, ddim_steps: int) -> dict:
+  def setup(self, weights_path: str, batches: list[int], ddim_steps: int) -> dict:
     np.savez(weights_path, **lerobot_unet.to_lerobot(jax.device_get(self.params)))
     self.limits = roofline.measure_limits()
     self.batches = {b: jax.device_put(inputs(b)) for b in batches}
@@ -294,8 +293,7 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     weights_path = os.path.join(tmp, "unet.npz")
     ours = Worker("ours", conv_impl=args.conv_impl, inference_dtype=args.inference_dtype)
-    setup = ours("setup", weights_path=weights_path, batches=batches, sample_batch=args.sample_batch,
-                 ddim_steps=args.ddim_steps)
+    setup = ours("setup", weights_path=weights_path, batches=batches, ddim_steps=args.ddim_steps)
     limits = {k: setup[k] for k in ("memory_gb_per_s", "matmul_gflop_per_s")}
     workers = {"ours": ours}
     if not args.no_peer:
@@ -306,7 +304,7 @@ def main():
       else:
         emit(what="peer", skipped=f"LeRobot's U-Net is not importable here ({peer.detail}); ours only")
     emit(what="setup", conv_impl=args.conv_impl, inference_dtype=args.inference_dtype,
-         glibc_tunables=huge_pages.os.environ.get("GLIBC_TUNABLES"), **setup)
+         glibc_tunables=os.environ.get("GLIBC_TUNABLES"), **setup)
     with_peer = "lerobot" in workers
 
     summary = {}
