@@ -27,6 +27,9 @@ _CAMERAS = flags.DEFINE_string("cameras", "corner2", "Comma-separated cameras (c
 _SIZE = flags.DEFINE_integer("size", 72, "Square image size in pixels (the model crops/resizes to its own).")
 _OUT = flags.DEFINE_string("out", None, "Dataset directory (created, or resumed if it exists).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the setups (object and goal placements) and instructions.")
+_SETUPS = flags.DEFINE_enum("setups", "random", ["random", "spread"], "How each attempt's setup is chosen: "
+                            "independent seeded draws, or a farthest-point order over 500 draws (demos that cover the "
+                            "object placements evenly: the shipped dataset's).")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", 500, "Step limit of one expert episode (MetaWorld's is 500).")
 _MAX_ATTEMPTS = flags.DEFINE_integer("max_attempts", None, "Expert runs per task at most (default 3 x --episodes).")
 _KEEP_FAILURES = flags.DEFINE_bool("keep_failures", False, "Also store episodes where the expert failed.")
@@ -41,7 +44,8 @@ def main(argv):
     raise UserError("pass --tasks (e.g. drawer-open-v3,window-open-v3 or MT10) and --out DIR")
   report = collect.collect(tasks=_TASKS.value, episodes=_EPISODES.value, cameras=_CAMERAS.value.split(","),
                            image_size=_SIZE.value, out=_OUT.value, seed=_SEED.value, keep_failures=_KEEP_FAILURES.value,
-                           max_steps=_MAX_STEPS.value, max_attempts=_MAX_ATTEMPTS.value, progress=_PROGRESS.value)
+                           max_steps=_MAX_STEPS.value, max_attempts=_MAX_ATTEMPTS.value, setups=_SETUPS.value,
+                           progress=_PROGRESS.value)
   print(collect.format_report(report))
   if _PACK.value:
     print("packed:", store.pack(_OUT.value))

@@ -72,6 +72,23 @@ def test_collection_is_deterministic_resumable_and_keeps_only_successes(tmp_path
     collect.collect(episodes=1, out=str(tmp_path / "d"), **dict(kw, cameras=("front",)))
 
 
+def test_spread_collection_uses_the_farthest_point_order_and_resumes_only_as_such(tmp_path, monkeypatch):
+  monkeypatch.setattr(collect, "SPREAD_POOL", 12)  # the order over 12 draws instead of 500: same code, faster
+  kw = dict(tasks=SHORT_TASK, cameras=("corner2",), image_size=16, seed=2, progress=False, out=str(tmp_path / "s"))
+  collect.collect(episodes=2, setups="spread", **kw)
+  env = mw.MetaWorldTask(SHORT_TASK, image_size=16)
+  order = collect.spread_setup_seeds(env, seed=2, task=SHORT_TASK)
+  env.close()
+  assert sorted(order) == sorted(collect.setup_seed_for(2, SHORT_TASK, j) for j in range(12))
+  ds = store.EpisodeStore(str(tmp_path / "s"))
+  assert [ds.episode_info(i)["setup_seed"] for i in range(2)] == order[:2]
+  assert ds.card["source"]["setups"] == "spread"
+  with pytest.raises(ValueError, match="collected with --seed=2 --setups=spread"):
+    collect.collect(episodes=3, setups="random", **kw)
+  with pytest.raises(ValueError, match="--setups='grid'"):
+    collect.collect(episodes=1, setups="grid", **dict(kw, out=str(tmp_path / "g")))
+
+
 def test_shipped_dataset_is_real_metaworld_data():
   ds = store.EpisodeStore(sources.SHIPPED_DATASET)
   assert len(ds.task_names) >= 3 and ds.num_episodes >= 60
