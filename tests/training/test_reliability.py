@@ -407,3 +407,22 @@ def test_the_split_seed_not_the_training_seed_picks_validation_episodes():
   c = loop.load_data(typed(other_split))
   assert [id(e) for e in c.val.episodes] != [id(e) for e in a.val.episodes]
   assert {e.states.tobytes() for e in c.val.episodes} != {e.states.tobytes() for e in a.val.episodes}
+
+
+def test_a_start_up_signal_whose_exception_was_swallowed_still_stops_before_training():
+  """A signal handler's exception raised inside a GC callback or a __del__ is printed and dropped by Python
+  (CI saw this: the run then trained to the end with exit status 0); training() must raise it again."""
+  from tinyvla_jax.errors import Interrupted
+  from tinyvla_jax.training.signals import StopSignal
+  with StopSignal() as stop:
+    try:
+      stop._handle(signal.SIGTERM, None)  # what Python does on SIGTERM during start-up ...
+    except Interrupted:
+      pass  # ... and what a GC callback does to the exception
+    with pytest.raises(Interrupted, match="stopped by SIGTERM during start-up") as raised:
+      stop.training()
+    assert raised.value.exit_code == 128 + signal.SIGTERM and not stop.received
+  with StopSignal() as stop:  # no signal: training starts, and a first signal is then a request to save
+    stop.training()
+    stop._handle(signal.SIGINT, None)
+    assert stop.received == "SIGINT"

@@ -20,6 +20,7 @@ class StopSignal:
     self.received: str | None = None
     self.signum: int | None = None
     self._training = False
+    self._start_up_signal: Interrupted | None = None
     self._previous = {}
 
   def __enter__(self) -> StopSignal:
@@ -32,12 +33,19 @@ class StopSignal:
 
   def training(self) -> None:
     """From here on the first signal is a request to save and stop (start-up is over)."""
+    if self._start_up_signal is not None:
+      # The handler's exception was lost: Python runs a signal handler wherever the main thread is, and an
+      # exception raised inside a garbage-collection callback or a __del__ (JAX registers one for the GC) is
+      # printed and swallowed. Seen in CI: start-up went on and the run trained to the end, exit status 0.
+      raise self._start_up_signal
     self._training = True
 
   def _handle(self, signum, frame):
     name = signal.Signals(signum).name
     if not self._training:
-      raise Interrupted(f"stopped by {name} during start-up, before training began (nothing to save)", signum)
+      self._start_up_signal = Interrupted(f"stopped by {name} during start-up, before training began (nothing to "
+                                          "save)", signum)
+      raise self._start_up_signal
     if self.received is not None:
       raise Interrupted(f"second signal ({name}): stopped without saving; re-running resumes from the last "
                         "saved checkpoint", signum)
