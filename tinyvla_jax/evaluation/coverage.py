@@ -38,13 +38,9 @@ def setup_vectors(task: str, setup_seeds) -> np.ndarray:
   from tinyvla_jax.sim.metaworld import MetaWorldTask
   env = MetaWorldTask(task, image_size=8)
   try:
-    vectors = []
-    for seed in setup_seeds:
-      env.reset(setup_seed=int(seed))
-      vectors.append(env.setup)
+    return env.placements(setup_seeds)
   finally:
     env.close()
-  return np.stack(vectors) if vectors else np.zeros((0, 0))
 
 
 def nearest_distances(demos: np.ndarray, queries: np.ndarray) -> np.ndarray:

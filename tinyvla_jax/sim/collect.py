@@ -104,11 +104,7 @@ def collect(*, tasks, episodes: int, cameras=("corner2",), image_size: int = 72,
 def spread_setup_seeds(env: mw.MetaWorldTask, *, seed: int, task: str) -> list[int]:
   """SPREAD_POOL seeded setups of `task`, in farthest-point order of their placements (sim/setups.py)."""
   pool = [setup_seed_for(seed, task, j) for j in range(SPREAD_POOL)]
-  vectors = []
-  for s in pool:
-    env.reset(setup_seed=s)
-    vectors.append(env.setup)
-  return [pool[i] for i in spread_order(vectors)]
+  return [pool[i] for i in spread_order(env.placements(pool))]
 
 
 def format_report(report: dict) -> str:

@@ -173,6 +173,14 @@ class MetaWorldTask:
     self._raw = raw
     return self._observe(raw)
 
+  def placements(self, setup_seeds) -> np.ndarray:
+    """[N, D] float64: the `setup` vector reset() draws for each seed (the env is left reset to the last)."""
+    vectors = []
+    for seed in setup_seeds:
+      self.reset(setup_seed=int(seed))
+      vectors.append(self.setup)
+    return np.stack(vectors) if vectors else np.zeros((0, 0))
+
   def step(self, action: np.ndarray) -> tuple[Observation, bool]:
     if self.steps >= MAX_EPISODE_STEPS:
       raise RuntimeError(f"{self.task}: MetaWorld episodes end after {MAX_EPISODE_STEPS} steps")

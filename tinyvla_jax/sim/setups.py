@@ -37,6 +37,6 @@ def spread_order(vectors: np.ndarray) -> list[int]:
   for _ in range(len(vectors) - 1):
     nxt = int(np.argmax(nearest))
     order.append(nxt)
-    nearest = np.minimum(nearest, ((vectors - vectors[nxt]) ** 2).sum(1))
-    nearest[order] = -1.0
+    nearest = np.minimum(nearest, ((vectors - vectors[nxt]) ** 2).sum(1))  # chosen ones stay at -1
+    nearest[nxt] = -1.0
   return order
