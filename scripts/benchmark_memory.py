@@ -4,14 +4,17 @@ and a Markdown table.
 
   python scripts/benchmark_memory.py --presets s,h --devices 8 [--variants ...] [--fsdp_variants fp32,remat]
 
-Variants (each adds to the one before): fp32 (the default: float32 compute, weights, optimizer state);
-bf16 (`model.dtype=bfloat16`: bfloat16 compute, float32 master weights and optimizer state); frozen_bf16
+Variants (each adds to the one before): fp32 (float32 compute, weights, optimizer state); bf16
+(`model.dtype=bfloat16`: bfloat16 compute, float32 master weights and optimizer state); frozen_bf16
 (`model.frozen_dtype=bfloat16`: the frozen backbone weights stored in bfloat16); remat (`model.remat=true`:
-transformer layers recomputed in the backward pass). Meshes: one device, and with `--devices N` (simulated
-host devices) `mesh.fsdp=N` for the `--fsdp_variants` (parameters, optimizer state and EMA split N ways) at
-the same per-device batch. Each row compiles the whole step (2-5 min each for these presets on 2 CPU cores).
-The figures are XLA's `compiled.memory_analysis()` for one device: arguments (the state and the batch; donated,
-so the outputs alias them) + temporaries (activations kept for the backward pass, gradients, workspace).
+transformer layers recomputed in the backward pass); all four with the layers unrolled
+(`model.scan_layers=false`). scan and remat_scan: fp32 and remat with `model.scan_layers=true` (the paper
+presets' default: the ViT's and the decoder's layers as one lax.scan each, which XLA compiles once).
+Meshes: one device, and with `--devices N` (simulated host devices) `mesh.fsdp=N` for the `--fsdp_variants`
+(parameters, optimizer state and EMA split N ways) at the same per-device batch. Each row compiles the whole
+step (1-5 min each for these presets on 2 CPU cores). The figures are XLA's `compiled.memory_analysis()` for
+one device: arguments (the state and the batch; donated, so the outputs alias them) + temporaries
+(activations kept for the backward pass, gradients, workspace).
 The presets train LoRA adapters on frozen backbones by default, so only the adapters and the head have
 gradients and Adam moments (training/step.py).
 """
@@ -52,8 +55,12 @@ from tinyvla_jax.training import loop, sharding  # noqa: E402
 from tinyvla_jax.training.optimizer import make_optimizer  # noqa: E402
 from tinyvla_jax.training.state import create_train_state  # noqa: E402
 
-VARIANTS = {"fp32": {}, "bf16": dict(dtype="bfloat16"), "frozen_bf16": dict(dtype="bfloat16", frozen_dtype="bfloat16"),
-            "remat": dict(dtype="bfloat16", frozen_dtype="bfloat16", remat=True)}
+_UNROLLED = dict(scan_layers=False)
+VARIANTS = {"fp32": _UNROLLED, "bf16": dict(_UNROLLED, dtype="bfloat16"),
+            "frozen_bf16": dict(_UNROLLED, dtype="bfloat16", frozen_dtype="bfloat16"),
+            "remat": dict(_UNROLLED, dtype="bfloat16", frozen_dtype="bfloat16", remat=True),
+            "scan": dict(scan_layers=True),
+            "remat_scan": dict(dtype="bfloat16", frozen_dtype="bfloat16", remat=True, scan_layers=True)}
 
 
 def abstract_batch(run, batch: int) -> dict:
@@ -110,11 +117,11 @@ def main():
         print(json.dumps(row), flush=True)
         rows.append(row)
   print("\n| preset | params (M) | variant | mesh (data x fsdp) | arguments GiB/device | temporaries GiB/device | "
-        "total GiB/device |")
-  print("|---|---|---|---|---|---|---|")
+        "total GiB/device | compile s |")
+  print("|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['preset']} | {r['params_m']} | {r['variant']} | {r['mesh']} | {r['arguments_gib']} | "
-          f"{r['temp_gib']} | {r['total_gib']} |")
+          f"{r['temp_gib']} | {r['total_gib']} | {r['compile_s']} |")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -113,3 +116,29 @@ def test_the_config_files_still_take_ml_collections_overrides():
   c = config_file("fixed").get_config("cpu")
   assert isinstance(c, ml_collections.ConfigDict)
   assert isinstance(c.train, ml_collections.ConfigDict) and isinstance(c.eval, ml_collections.ConfigDict)
+
+
+@pytest.mark.parametrize("preset", presets.PRESETS)
+def test_every_model_key_is_in_the_preset_so_the_command_line_can_set_it(preset):
+  """`--config.model.remat=true` (and every other model field) must find its key: ml_collections rejects a
+  key the section does not hold."""
+  from tinyvla_jax.models.config import ActionHeadConfig, FinetuneConfig, LanguageConfig, VisionConfig, VLAConfig
+  m = presets.model_preset(preset)
+  names = lambda cls: {f.name for f in dataclasses.fields(cls)}
+  assert names(VLAConfig) == set(m.keys())
+  for section, cls in (("vision", VisionConfig), ("language", LanguageConfig), ("head", ActionHeadConfig),
+                       ("finetune", FinetuneConfig)):
+    assert names(cls) <= set(m[section].keys()), section
+  # The paper presets scan their (deep) layer stacks; the from-scratch ones unroll them.
+  assert recipes.typed(config_file("fixed").get_config(preset)).model.scan_layers == (preset in ("s", "b", "h"))
+
+
+def test_model_flags_are_accepted_on_the_command_line(tmp_path):
+  """The real entry point takes them: the run gets as far as the next (deliberately bad) value."""
+  out = subprocess.run([sys.executable, "-m", "tinyvla_jax.train", "--config", "configs/fixed.py:tiny",
+                        "--config.model.remat=true", "--config.model.scan_layers=true",
+                        "--config.model.frozen_dtype=bfloat16", "--config.model.vision.act=gelu",
+                        "--config.train.max_steps=0", "--workdir", str(tmp_path / "w")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TINYVLA_HUGE_PAGES": "0"})
+  assert out.returncode != 0 and "--config.train.max_steps=0 must be" in out.stderr + out.stdout, out.stderr

@@ -20,9 +20,12 @@ TinyVLA-S) is for action_dim 10, state_dim 7 -- `summary` can be run with those 
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from tinyvla_jax.errors import UserError
+from tinyvla_jax.models.config import LanguageConfig, VisionConfig, VLAConfig
 
 
 PRESETS = ("tiny", "cpu", "s", "b", "h")
@@ -48,6 +51,14 @@ PAPER_HEAD = dict(down_dims=(256, 512, 1024), kernel_size=5, n_groups=8, step_em
 
 # TinyVLA's LoRA setting; the from-scratch presets keep the numbers but train fully.
 TINYVLA_LORA = dict(lora_rank=64, lora_alpha=256.0, lora_dropout=0.05)
+
+
+def _defaults(config_class, **values) -> dict:
+  """Every field of `config_class` (a models/config.py dataclass) at its default, then `values`: each key
+  of the model section exists, so `--config.model.KEY=VALUE` can set any of them."""
+  default = config_class()
+  return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(config_class)
+             if not dataclasses.is_dataclass(getattr(default, f.name))}, **values}
 
 
 def model_preset(name: str) -> ml_collections.ConfigDict:
@@ -78,6 +89,10 @@ def model_preset(name: str) -> ml_collections.ConfigDict:
     head = dict(PAPER_HEAD)
   head.update(action_dim=4, state_dim=4, kernel_size=5, n_groups=8, cond_predict_scale=True, conv_impl="auto",
               readout="mean", num_keypoints=32, num_queries=4, keypoint_source="decoder")
+  # The paper presets run each backbone's layers as one lax.scan: their first compile is half as long
+  # (README, "Performance") and the parameter tree is the same. tiny and cpu (2-3 layers) unroll them.
   return ml_collections.ConfigDict(dict(
-      vision=vision, language=language, head=head, finetune=finetune, projector="mlp2x_gelu", num_cameras=1,
-      obs_steps=1, init="fixed", dtype="float32", image_token_id=3))
+      _defaults(VLAConfig, projector="mlp2x_gelu", num_cameras=1, obs_steps=1, init="fixed", dtype="float32",
+                image_token_id=3, scan_layers=paper),
+      vision=_defaults(VisionConfig, **vision), language=_defaults(LanguageConfig, **language), head=head,
+      finetune=finetune))

@@ -110,7 +110,8 @@ def torch():
 @pytest.mark.parity
 @pytest.mark.parametrize("rotary_pct", [0.25, 1.0])
 @pytest.mark.parametrize("parallel", [True, False])
-def test_gpt_neox_matches_transformers(torch, rotary_pct, parallel):
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])  # model.scan_layers
+def test_gpt_neox_matches_transformers(torch, rotary_pct, parallel, scan):
   import transformers
   hf_config = transformers.GPTNeoXConfig(
       vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -125,7 +126,7 @@ def test_gpt_neox_matches_transformers(torch, rotary_pct, parallel):
   ids = rng.integers(0, 64, (2, 12))
   mask = np.ones((2, 12), bool)
   mask[1, 7:] = False
-  ours = lambda m: np.asarray(GPTNeoX(config).apply(params, jnp.asarray(ids), jnp.asarray(m),
+  ours = lambda m: np.asarray(GPTNeoX(config, scan=scan).apply(params, jnp.asarray(ids), jnp.asarray(m),
                                                     method=lambda mod, i, k: mod(mod.embed(i), k)))
   with torch.no_grad():
     full = hf_model.gpt_neox(torch.from_numpy(ids)).last_hidden_state.numpy()
@@ -133,18 +134,18 @@ def test_gpt_neox_matches_transformers(torch, rotary_pct, parallel):
                                ).last_hidden_state.numpy()
   err_full = np.abs(ours(np.ones_like(mask)) - full).max()
   err_pad = np.abs(ours(mask) - padded)[mask].max()
-  print(f"gpt_neox rotary_pct={rotary_pct} parallel={parallel}: max abs err {err_full:.2e} / padded {err_pad:.2e}")
+  print(f"gpt_neox rotary_pct={rotary_pct} parallel={parallel} scan={scan}: max abs err {err_full:.2e} / padded {err_pad:.2e}")
   assert err_full < ATOL and err_pad < ATOL
 
 
-def _vision_parity(torch, hf_model, config, select_layer):
+def _vision_parity(torch, hf_model, config, select_layer, scan=False):
   config = dataclasses.replace(config, select_layer=select_layer)
   params = {"params": hf_import.clip_vision_params_from_hf(_state_dict(hf_model), config)}
   pixels = np.random.default_rng(1).normal(size=(2, 3, config.image_size, config.image_size)).astype(np.float32)
   with torch.no_grad():
     states = hf_model(pixel_values=torch.from_numpy(pixels), output_hidden_states=True).hidden_states
   want = states[select_layer].numpy()[:, 1:] if config.class_token else states[select_layer].numpy()
-  got = np.asarray(VisionEncoder(config).apply(params, jnp.asarray(pixels.transpose(0, 2, 3, 1))))
+  got = np.asarray(VisionEncoder(config, scan=scan).apply(params, jnp.asarray(pixels.transpose(0, 2, 3, 1))))
   assert got.shape == want.shape
   print(f"vision {config.select_layer}: max |hf| {np.abs(want).max():.2f}", end="; ")
   return float(np.abs(got - want).max())
@@ -152,15 +153,16 @@ def _vision_parity(torch, hf_model, config, select_layer):
 
 @pytest.mark.parity
 @pytest.mark.parametrize("select_layer", [-2, -1, 1])
-def test_clip_vision_matches_transformers(torch, select_layer):
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])  # model.scan_layers
+def test_clip_vision_matches_transformers(torch, select_layer, scan):
   import transformers
   hf_config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                                             num_attention_heads=2, image_size=32, patch_size=8,
                                             attn_implementation="eager")
   hf_model = _randomize(transformers.CLIPVisionModel(hf_config), torch, scale=0.15)
   config = hf_import.vision_config_from_hf(hf_config.to_dict())
-  err = _vision_parity(torch, hf_model, config, select_layer)
-  print(f"clip select_layer={select_layer}: max abs err {err:.2e}")
+  err = _vision_parity(torch, hf_model, config, select_layer, scan)
+  print(f"clip select_layer={select_layer} scan={scan}: max abs err {err:.2e}")
   assert err < ATOL
 
 

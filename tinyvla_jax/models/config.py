@@ -226,6 +226,10 @@ class VLAConfig:
   # Rematerialize each transformer layer (ViT and decoder) in the backward pass instead of keeping its
   # activations: less memory for about one more forward pass of compute.
   remat: bool = False
+  # Run the ViT's and the decoder's layers as one lax.scan each over their stacked weights: XLA compiles
+  # one layer instead of every layer (the deep presets' first compile), the parameter tree is unchanged
+  # (models/layer_stack.py), and each call copies the layers' weights once to stack them.
+  scan_layers: bool = False
   # Token id that marks where the image tokens go in the prompt. The byte tokenizer's IMAGE id by
   # default; with a pretrained tokenizer, the first id past its vocabulary (data/hf_tokenizer.py).
   image_token_id: int = 3
@@ -254,6 +258,7 @@ class VLAConfig:
     _check(self.frozen_dtype in ("float32", "bfloat16"),
            f"model.frozen_dtype={self.frozen_dtype!r} must be float32 or bfloat16")
     _check(isinstance(self.remat, bool), f"model.remat={self.remat!r} must be true or false")
+    _check(isinstance(self.scan_layers, bool), f"model.scan_layers={self.scan_layers!r} must be true or false")
     return self
 
   @classmethod

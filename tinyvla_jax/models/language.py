@@ -26,6 +26,7 @@ from jaxtyping import Array, Bool, Float, Integer
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import LanguageConfig, LoraConfig
+from tinyvla_jax.models.layer_stack import run_layers
 from tinyvla_jax.models.layers import ACTIVATIONS, Dense, layer_norm, softmax_attention
 
 Dtype = Any
@@ -131,6 +132,7 @@ class GPTNeoX(nn.Module):
   dtype: Dtype = jnp.float32
   lora: LoraConfig | None = None
   remat: bool = False  # recompute each layer in the backward pass (model.remat)
+  scan: bool = False  # run the layers as one lax.scan (model.scan_layers; models/layer_stack.py)
 
   def setup(self):
     cfg = self.config
@@ -156,6 +158,5 @@ class GPTNeoX(nn.Module):
       raise UserError(f"mask must be [B, L] = {inputs_embeds.shape[:2]}, got {mask.shape}")
     attn_mask = causal_padding_mask(mask)
     x = inputs_embeds.astype(self.dtype)
-    for layer in self.layers:
-      x = layer(x, attn_mask)
+    x = run_layers(self, self.layers, x, attn_mask, scan=self.scan)
     return self.final_layer_norm(x)

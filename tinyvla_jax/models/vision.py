@@ -26,6 +26,7 @@ from jaxtyping import Array, Float
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.models import initializers
 from tinyvla_jax.models.config import LoraConfig, VisionConfig
+from tinyvla_jax.models.layer_stack import run_layers
 from tinyvla_jax.models.layers import ACTIVATIONS, Conv2d, Dense, group_norm, layer_norm, softmax_attention
 
 Dtype = Any
@@ -152,6 +153,7 @@ class VisionEncoder(nn.Module):
   dtype: Dtype = jnp.float32
   lora: LoraConfig | None = None
   remat: bool = False  # recompute each layer in the backward pass (model.remat)
+  scan: bool = False  # run the layers as one lax.scan (model.scan_layers; models/layer_stack.py)
 
   @nn.compact
   def __call__(self, pixels: Float[Array, "b s s 3"]) -> Float[Array, "b p w"]:
@@ -164,8 +166,9 @@ class VisionEncoder(nn.Module):
       x = layer_norm(cfg.layer_norm_eps, name="pre_layrnorm", dtype=self.dtype)(x)
     # Hidden state i is the output of layer i-1: the layers after the selected one are never built.
     layer = nn.remat(EncoderLayer) if self.remat else EncoderLayer  # same parameters either way
-    for i in range(cfg.num_layers_run):
-      x = layer(cfg, self.init_scheme, self.dtype, self.lora, name=f"layers_{i}")(x)
+    layers = [layer(cfg, self.init_scheme, self.dtype, self.lora, name=f"layers_{i}")
+              for i in range(cfg.num_layers_run)]
+    x = run_layers(self, layers, x, scan=self.scan)
     return x[:, 1:] if cfg.class_token else x
 
   def _embed(self, pixels: jax.Array) -> jax.Array:

@@ -86,10 +86,10 @@ class UnifiedTinyVLAModel(nn.Module):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     self.vision = VisionEncoder(cfg.vision, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("vision"),
-                                remat=cfg.remat)
+                                remat=cfg.remat, scan=cfg.scan_layers)
     self.projector = Projector(cfg.projector, cfg.language.hidden_size, init_scheme=cfg.init, dtype=dtype)
     self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("language"),
-                            remat=cfg.remat)
+                            remat=cfg.remat, scan=cfg.scan_layers)
     grid = cfg.vision.image_size // cfg.vision.patch_size
     self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype, num_views=cfg.num_views, grid=(grid, grid),
                            obs_steps=cfg.obs_steps)
