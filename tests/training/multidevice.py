@@ -3,6 +3,7 @@ compares. Run in its own process, since the device count is fixed when JAX start
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/training/multidevice.py train \
       --workdir W --mesh 8,1 --mesh 4,2 --steps 3 --out D    (W/8x1, W/4x2; D/8x1.npz + .json, ...)
+      [--scan_layers]                                        (three scanned layers per backbone)
   ... restore --workdir W/4x2 --mesh 8,1 --expect D/4x2.npz    (bit-identical restore onto another mesh)
   several processes: add --coordinator 127.0.0.1:PORT --num_processes 2 --process_id I
 """
@@ -29,14 +30,19 @@ from tinyvla_jax.training import loop, processes, sharding  # noqa: E402
 BATCH = 8
 
 
-def config(mesh: tuple[int, int], steps: int, epochs: int | None = None):
+def config(mesh: tuple[int, int], steps: int, epochs: int | None = None, scan_layers: bool | None = None):
   """The micro run at a global batch every mesh divides, for `steps` steps (0: one whole epoch, which ends
   with validation); fsdp_min_mib=0 so that even its small arrays are split over `fsdp` (the rule is the
-  same; the size threshold is the only thing left out)."""
+  same; the size threshold is the only thing left out). `scan_layers` (True or False): three ViT and three
+  decoder layers instead of one, scanned or unrolled (model.scan_layers)."""
   c = micro_config(batch_size=BATCH, max_steps=steps or None, epochs=epochs or (1 if steps == 0 else 2),
                    checkpoint_every_minutes=0.0)
   c.mesh.data, c.mesh.fsdp = mesh
   c.mesh.fsdp_min_mib = 0.0
+  if scan_layers is not None:
+    c.model.vision.depth = 4  # select_layer -2: three run
+    c.model.language.num_hidden_layers = 3
+    c.model.scan_layers = scan_layers
   return recipes.typed(c)
 
 
@@ -49,7 +55,7 @@ def name(mesh) -> str:
 
 
 def train(args, mesh):
-  result = loop.train(config(mesh, args.steps, args.epochs), workdir=os.path.join(args.workdir, name(mesh)),
+  result = loop.train(config(mesh, args.steps, args.epochs, args.scan_layers), workdir=os.path.join(args.workdir, name(mesh)),
                       progress=False)
   print(f"process {jax.process_index()} stopped at step {int(result.state.step)} (signal {result.signal})",
         flush=True)
@@ -91,6 +97,7 @@ def main():
   p.add_argument("--epochs", type=int)
   p.add_argument("--out")
   p.add_argument("--expect")
+  p.add_argument("--scan_layers", action="store_true", help="three scanned layers per backbone (config())")
   p.add_argument("--coordinator")
   p.add_argument("--num_processes", type=int)
   p.add_argument("--process_id", type=int)

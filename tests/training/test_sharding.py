@@ -137,6 +137,20 @@ def _restore_params(workdir, expected: dict) -> dict:
   return multidevice.flat(jax.device_get(restored.params))
 
 
+def test_scanned_layers_under_fsdp_8_train_the_unrolled_one_device_parameters(tmp_path):
+  """model.scan_layers stacks each layer's weights per call; with every weight split 8 ways (FSDP) the
+  stack, the scan and the gradients back into each layer's shards give the one-device, unrolled run."""
+  proc = _subprocess(["train", "--workdir", str(tmp_path / "runs"), "--out", str(tmp_path), "--mesh", "1,8",
+                      "--scan_layers"], devices=8, wait=False)
+  reference = multidevice.flat(jax.device_get(loop.train(
+      multidevice.config((1, 1), 3, scan_layers=False), workdir=str(tmp_path / "reference"),
+      progress=False).state.params))
+  _finish(proc)
+  got = dict(np.load(tmp_path / "1x8.npz"))
+  assert any(k.startswith("language/layers_2/") for k in got)  # three decoder layers, one tree
+  _close(got, reference)
+
+
 def test_a_checkpoint_from_mesh_4x2_restores_bit_identical_on_1x1_and_8x1_and_resumes(runs, tmp_path):
   d, _ = runs
   written = d / "runs" / "4x2"
