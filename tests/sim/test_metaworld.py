@@ -89,9 +89,12 @@ def test_spread_collection_uses_the_farthest_point_order_and_resumes_only_as_suc
     collect.collect(episodes=1, setups="grid", **dict(kw, out=str(tmp_path / "g")))
 
 
-def test_shipped_dataset_is_real_metaworld_data():
-  ds = store.EpisodeStore(sources.SHIPPED_DATASET)
+@pytest.mark.parametrize("path,setups", [(sources.SHIPPED_DATASET, "random"),
+                                         (sources.SHIPPED_SPREAD_DATASET, "spread")], ids=["random", "spread"])
+def test_shipped_dataset_is_real_metaworld_data(path, setups):
+  ds = store.EpisodeStore(path)
   assert len(ds.task_names) >= 3 and ds.num_episodes >= 60
+  assert ds.card["source"].get("setups", "random") == setups
   for task, entry in ds.card["tasks"].items():
     assert entry["episodes"] >= 15 and len(entry["instructions"]) >= 2
   # Replaying a stored demo's actions from its setup reproduces its states: the data is the simulator's.

@@ -22,6 +22,9 @@ from tinyvla_jax.errors import UserError
 
 # 4 MetaWorld tasks x 20 expert demos, corner2 camera at 72 px (see its card.json and the README).
 SHIPPED_DATASET = os.path.join(os.path.dirname(__file__), "assets", "metaworld_4tasks")
+# The same 4 tasks x 20 demos with spread setups (collect_metaworld.py --setups spread: the placements cover
+# each task's range evenly); the long recipe (configs/long.py) trains on it.
+SHIPPED_SPREAD_DATASET = os.path.join(os.path.dirname(__file__), "assets", "metaworld_4tasks_spread")
 
 
 @dataclasses.dataclass
