@@ -97,7 +97,8 @@ def main():
   p.add_argument("--epochs", type=int)
   p.add_argument("--out")
   p.add_argument("--expect")
-  p.add_argument("--scan_layers", action="store_true", help="three scanned layers per backbone (config())")
+  p.add_argument("--scan_layers", action="store_true", default=None,  # absent: None, the one-layer micro run
+                 help="three scanned layers per backbone (config())")
   p.add_argument("--coordinator")
   p.add_argument("--num_processes", type=int)
   p.add_argument("--process_id", type=int)
