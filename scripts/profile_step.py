@@ -76,6 +76,7 @@ def main(argv):
 
   # Component by component, each differentiated with respect to its own parameters.
   def vision_loss(p, images):
+    images = images[:, -cfg.encoded_views:]  # model.image_history=False encodes the newest step's views only
     flat = images.reshape((-1,) + images.shape[2:])
     pixels = preprocess_images(flat, image_size=cfg.vision.image_size, mean=CLIP_MEAN, std=CLIP_STD)
     return jnp.sum(model.apply({"params": p}, pixels, method=lambda m, x: m.projector(m.vision(x))))

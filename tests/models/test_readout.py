@@ -117,6 +117,46 @@ def test_model_with_history_takes_views_and_states_of_every_step():
     jax.eval_shape(lambda p: model.apply({"params": p}, **dict(args, state=args["state"][:, :4])), params)
 
 
+def test_model_without_image_history_encodes_the_newest_frame_and_reads_every_state():
+  """model.image_history=False: the older step's images never reach the condition (neither the ViT nor
+  the decoder sees them: the sequence holds one step's image tokens), the newest step's images and both
+  states do."""
+  d = presets.model_preset("tiny").to_dict()
+  d.update(obs_steps=2, num_cameras=2, image_history=False)
+  d["head"]["readout"] = "spatial_softmax"
+  d["head"]["keypoint_source"] = "vision"
+  cfg = VLAConfig.from_dict(d)
+  assert (cfg.num_views, cfg.encoded_views) == (4, 2)
+  model = UnifiedTinyVLAModel(cfg)
+  params = init_params(model, jax.random.key(0))
+  width = d["language"]["hidden_size"]
+  # The keypoints of the 2 encoded views (not 4), both steps' states.
+  assert params["head"]["condition"]["combine"]["kernel"].shape == (width + 2 * 32 * 2 + 2 * 4, width)
+  b, size, text = 2, cfg.vision.image_size, 10
+  rng = np.random.default_rng(0)
+  tokens = np.zeros((b, text), np.int32)
+  tokens[:, 0] = cfg.image_token_id
+  obs = dict(images=rng.integers(0, 256, (b, 4, size, size, 3)).astype(np.uint8), tokens=tokens,
+             token_mask=np.ones((b, text), bool), state=rng.standard_normal((b, 8)).astype(np.float32))
+  condition = jax.jit(lambda o: model.apply({"params": params}, **o, method=model.condition))
+  hidden, _ = model.apply({"params": params}, images=obs["images"], tokens=tokens, token_mask=obs["token_mask"],
+                          method=model.encode)
+  grid = cfg.vision.image_size // cfg.vision.patch_size
+  assert hidden.shape[1] == text - 1 + 2 * grid * grid
+  base = np.asarray(condition(obs))
+  older = obs["images"].copy()
+  older[:, :2] = 255 - older[:, :2]
+  np.testing.assert_array_equal(np.asarray(condition(dict(obs, images=older))), base)
+  newest = obs["images"].copy()
+  newest[:, 2:] = 255 - newest[:, 2:]
+  assert np.abs(np.asarray(condition(dict(obs, images=newest))) - base).max() > 1e-3
+  older_state = obs["state"].copy()
+  older_state[:, :4] += 1.0
+  assert np.abs(np.asarray(condition(dict(obs, state=older_state))) - base).max() > 1e-3
+  with pytest.raises(ValueError, match="model.image_history=1 must be true or false"):
+    VLAConfig.from_dict(dict(d, image_history=1))
+
+
 def test_bad_readout_is_a_one_line_config_error():
   d = presets.model_preset("tiny").to_dict()
   d["head"]["readout"] = "max"

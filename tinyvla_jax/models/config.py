@@ -218,6 +218,11 @@ class VLAConfig:
   # last `obs_steps` steps. Images arrive as obs_steps * num_cameras views (oldest frame first), the state
   # as obs_steps states concatenated, so the head's state input is obs_steps * head.state_dim wide.
   obs_steps: int = 1
+  # With obs_steps > 1, whether the older steps' images are encoded too. False: only the newest step's
+  # cameras go through the ViT and the decoder (the head still reads every step's state, which carries the
+  # robot's motion), about half the encoders' cost at obs_steps=2. The data keeps obs_steps frames either
+  # way, so a checkpoint's inputs do not depend on this switch.
+  image_history: bool = True
   init: str = "fixed"
   dtype: str = "float32"  # Compute dtype; parameters stay float32.
   # How the weights that do not train (frozen backbones, everything but LoRA adapters) are stored: bfloat16
@@ -240,6 +245,11 @@ class VLAConfig:
     return self.num_cameras * self.obs_steps
 
   @property
+  def encoded_views(self) -> int:
+    """Images the ViT encodes per example: every camera at every observed step, or at the newest only."""
+    return self.num_cameras * (self.obs_steps if self.image_history else 1)
+
+  @property
   def state_width(self) -> int:
     """The state vector the head reads: `obs_steps` robot states concatenated."""
     return self.head.state_dim * self.obs_steps
@@ -257,6 +267,8 @@ class VLAConfig:
     _check(self.dtype in ("float32", "bfloat16"), f"model.dtype={self.dtype!r} must be float32 or bfloat16")
     _check(self.frozen_dtype in ("float32", "bfloat16"),
            f"model.frozen_dtype={self.frozen_dtype!r} must be float32 or bfloat16")
+    _check(isinstance(self.image_history, bool),
+           f"model.image_history={self.image_history!r} must be true or false")
     _check(isinstance(self.remat, bool), f"model.remat={self.remat!r} must be true or false")
     _check(isinstance(self.scan_layers, bool), f"model.scan_layers={self.scan_layers!r} must be true or false")
     return self

@@ -91,16 +91,19 @@ class UnifiedTinyVLAModel(nn.Module):
     self.language = GPTNeoX(cfg.language, init_scheme=cfg.init, dtype=dtype, lora=cfg.finetune.lora_for("language"),
                             remat=cfg.remat, scan=cfg.scan_layers)
     grid = cfg.vision.image_size // cfg.vision.patch_size
-    self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype, num_views=cfg.num_views, grid=(grid, grid),
+    self.head = ActionHead(cfg.head, init_scheme=cfg.init, dtype=dtype, num_views=cfg.encoded_views, grid=(grid, grid),
                            obs_steps=cfg.obs_steps)
 
   def encode_images(self, images: UInt8[Array, "b v h w 3"]) -> Float[Array, "b n d"]:
-    """uint8 [B, V, h, w, 3] -> image tokens in the LLM width [B, V*P, H]. V = obs_steps * num_cameras views,
-    oldest step first, cameras in order within a step."""
+    """uint8 [B, V, h, w, 3] -> image tokens in the LLM width [B, E*P, H]. V = obs_steps * num_cameras views,
+    oldest step first, cameras in order within a step; E = model.encoded_views (all V, or with
+    model.image_history=False the newest step's cameras, the last num_cameras views)."""
     cfg = self.config
     if images.ndim != 5 or images.shape[1] != cfg.num_views or images.shape[-1] != 3:
       raise UserError(f"images must be [B, {cfg.num_views}, H, W, 3] uint8 (model.num_cameras="
                        f"{cfg.num_cameras} x model.obs_steps={cfg.obs_steps} views), got {images.shape}")
+    if not cfg.image_history:
+      images = images[:, -cfg.num_cameras:]
     b, v = images.shape[:2]
     flat = images.reshape((b * v,) + images.shape[2:])
     pixels = preprocess_images(flat, image_size=cfg.vision.image_size, mean=CLIP_MEAN, std=CLIP_STD)
