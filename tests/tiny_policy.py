@@ -4,7 +4,7 @@ several files in this tree)."""
 import jax
 
 
-def make_tiny_inference_policy(obs_steps: int = 1, seed: int = 0, cameras=("corner2",)):
+def make_tiny_inference_policy(obs_steps: int = 1, seed: int = 0, cameras=("corner2",), image_history: bool = True):
   """A served policy over the tiny preset at its random init (byte tokenizer, identity statistics, 32 px
   frames, 2 DDIM steps): what the serving and evaluation tests drive."""
   import numpy as np
@@ -19,7 +19,7 @@ def make_tiny_inference_policy(obs_steps: int = 1, seed: int = 0, cameras=("corn
   from tinyvla_jax.serving.inference import InferencePolicy
 
   d = presets.model_preset("tiny").to_dict()
-  d.update(obs_steps=obs_steps, num_cameras=len(cameras))
+  d.update(obs_steps=obs_steps, num_cameras=len(cameras), image_history=image_history)
   d["head"]["readout"] = "spatial_softmax"
   model = UnifiedTinyVLAModel(VLAConfig.from_dict(d))
   params = jax.jit(lambda r: init_params(model, r, text_len=48))(jax.random.key(0))

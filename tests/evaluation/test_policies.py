@@ -24,8 +24,8 @@ class Obs:
   state: np.ndarray
 
 
-def make_policy(obs_steps=1, seed=0):
-  return VLAPolicy(make_tiny_inference_policy(obs_steps=obs_steps, seed=seed), seed=seed)
+def make_policy(obs_steps=1, seed=0, image_history=True):
+  return VLAPolicy(make_tiny_inference_policy(obs_steps=obs_steps, seed=seed, image_history=image_history), seed=seed)
 
 
 def observation(i):
@@ -85,6 +85,24 @@ def test_policy_with_history_sees_the_previous_step_through_receding_execution(m
   runner.reset()
   runner.act(observations[4])
   np.testing.assert_array_equal(seen[2]["images"][0], np.concatenate([observations[4].images] * 2))
+
+
+def test_policy_without_image_history_acts_on_the_newest_image_and_both_states():
+  """The `cpu` default (model.image_history=False) as a whole policy: the episode's previous image changes no
+  action, the previous state does, the current image does (same episode, so the same sampling noise)."""
+  policy = make_policy(obs_steps=2, image_history=False)
+  previous, current = observation(0), observation(1)
+
+  def act(before, now):
+    policy.start_episode("drawer-open-v3", "open the drawer", episode=0)
+    policy(before)
+    return policy(now)
+
+  base = act(previous, current)
+  other_image = Obs(images=observation(2).images, state=previous.state)
+  np.testing.assert_array_equal(act(other_image, current), base)
+  assert np.abs(act(Obs(images=previous.images, state=previous.state + 1.0), current) - base).max() > 1e-4
+  assert np.abs(act(previous, Obs(images=observation(3).images, state=current.state)) - base).max() > 1e-4
 
 
 def test_wilson_interval_known_values():
