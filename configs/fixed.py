@@ -39,8 +39,11 @@ What it reaches here (2-core CPU, `python -m tinyvla_jax.train --config configs/
 19 epochs = 6,897 steps, 20.4 min from start to the last checkpoint, timed alone; image sensitivity
 +904% at the end. Closed-loop success on 20 unseen setups per task: **84% [74-90%] on seed 7000** (never
 looked at while choosing), 85% on seed 1000, 78% on seed 4000, 86% on seed 5000: 266/320 = 83% [79-87%]
-pooled, every task >= 60% on every set (window-open 55/80 = 69%). The previous default (12 epochs, both
-images, the random-setup demos) got 73-79% pooled over two runs. Commands and tables: reports/metaworld/README.md.
+pooled, every task >= 60% on every set (window-open 55/80 = 69%). A second run with another training seed
+(`--config.train.seed=1`) gets 59% on seed 7000 and 62% on seed 1000: the training seed moves a run by ~20
+points, so 80% is not reliably reached. The previous default (12 epochs, both images, the random-setup demos)
+got 73-79% pooled over two seed-0 runs and 70-71% with train.seed=1: on average level with this one, which
+trains in 0.62x the time. Commands and tables: reports/metaworld/README.md.
   :tiny on the procedural task (scripts/reproduce_seed.py, 10 epochs): train loss 1.00 -> 0.54, val 0.57.
 """
 
