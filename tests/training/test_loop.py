@@ -119,6 +119,24 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+def test_a_signal_at_the_end_of_start_up_leaves_no_progress_bar(tmp_path, monkeypatch, capsys):
+  """SIGTERM in the last moment of start-up (just before training begins) is the one-line error alone: no
+  progress bar was opened that tqdm would redraw after it at exit (seen in CI under load)."""
+  from tinyvla_jax.errors import Interrupted
+  from tinyvla_jax.training.signals import StopSignal
+  original = StopSignal.training
+
+  def signal_then_training(self):
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here: start-up is not over
+    original(self)
+
+  monkeypatch.setattr(StopSignal, "training", signal_then_training)
+  with pytest.raises(Interrupted, match="during start-up"):
+    loop.train(typed(micro_config()), workdir=str(tmp_path), progress=True)
+  assert "train:" not in capsys.readouterr().err
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_vla_learns_a_fixed_batch_and_its_step_compiles_once(dtype):
   from tinyvla_jax.diffusion.schedule import make_schedule

@@ -283,12 +283,6 @@ def _loop(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: Sto
                                    writer=writer)
   max_steps = min(config.train.max_steps or total_steps, total_steps)
   history = []
-  bar = tqdm(total=max_steps, initial=min(seen, max_steps), disable=not (progress and primary), desc="train",
-             unit="step", dynamic_ncols=True)
-  flusher = MetricsFlusher(writer, bar, batch_size=config.train.batch_size,
-                           max_consecutive_skips=config.train.max_consecutive_skips)
-  if seen % steps_per_epoch:  # resumed mid-epoch: the epoch's mean loss covers the part before the kill too
-    flusher.epoch_losses = list(resumed.epoch_losses)
   interval = SaveInterval(config.train.checkpoint_every_steps, config.train.checkpoint_every_minutes, seen)
   config_record = config.to_dict()
   # A signal or a clock may reach one process first: decisions they drive are taken together, at sync points
@@ -310,6 +304,14 @@ def _loop(config: RunConfig, workdir: str, checkpointer: Checkpointer, stop: Sto
     interval.saved(seen)
 
   stop.training()
+  # The progress bar exists only from here: a start-up signal raised before this point must not leave an
+  # open bar that tqdm redraws at exit, after the one-line error.
+  bar = tqdm(total=max_steps, initial=min(seen, max_steps), disable=not (progress and primary), desc="train",
+             unit="step", dynamic_ncols=True)
+  flusher = MetricsFlusher(writer, bar, batch_size=config.train.batch_size,
+                           max_consecutive_skips=config.train.max_consecutive_skips)
+  if seen % steps_per_epoch:  # resumed mid-epoch: the epoch's mean loss covers the part before the kill too
+    flusher.epoch_losses = list(resumed.epoch_losses)
   try:
     for epoch in range(seen // steps_per_epoch, config.train.epochs):
       if seen >= max_steps:
