@@ -102,8 +102,7 @@ class UnifiedTinyVLAModel(nn.Module):
     if images.ndim != 5 or images.shape[1] != cfg.num_views or images.shape[-1] != 3:
       raise UserError(f"images must be [B, {cfg.num_views}, H, W, 3] uint8 (model.num_cameras="
                        f"{cfg.num_cameras} x model.obs_steps={cfg.obs_steps} views), got {images.shape}")
-    if not cfg.image_history:
-      images = images[:, -cfg.num_cameras:]
+    images = images[:, -cfg.encoded_views:]  # all views, or the newest step's (model.image_history=False)
     b, v = images.shape[:2]
     flat = images.reshape((b * v,) + images.shape[2:])
     pixels = preprocess_images(flat, image_size=cfg.vision.image_size, mean=CLIP_MEAN, std=CLIP_STD)
