@@ -66,14 +66,16 @@ def cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.head.horizon = 4
   # ... but only the newest frame's image is encoded (the head still reads both states, i.e. the robot's
   # motion): the step costs 0.62x (160 vs 257 ms at batch 16, scripts/profile_step.py), so the budget holds
-  # 19 epochs instead of 12, and success kept rising with epochs (15 epochs: +3-5 points over 12; 45: 98%).
+  # 24 epochs instead of 12-15, and success kept rising with epochs (15 epochs: +3-5 points over 12; 45: 98%).
   c.model.image_history = False
   # The shipped demos collected with `--setups spread` (their placements cover each task's range evenly;
   # the random draws left most of window-open's far range without a demo: long recipe 98% against 88%).
   c.data.path = SHIPPED_SPREAD_DATASET
-  # 19 epochs = 6,897 steps: 58 s per epoch alone today, ~83 s on the slowest day measured (the two-frame
-  # default's 134 s x 0.62), so a run fits 30 minutes at either speed. See configs/fixed.py for what it reaches.
-  c.train.epochs = 19
+  # 24 epochs = 8,712 steps: 58-60 s per epoch alone, 25.6 min from start to the last checkpoint. At 19
+  # epochs the training seed moved a run by ~20 points (83% with train.seed 0, 61% with 1); 24 took the
+  # weak seed to 82% (reports/metaworld, "24 epochs"). A slower machine day can push this past 30 minutes:
+  # `--config.train.epochs=19` is the 20-minute run.
+  c.train.epochs = 24
   return c
 
 
