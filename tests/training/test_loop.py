@@ -108,6 +108,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
       yield batch
 
   monkeypatch.setattr(ChunkLoader, "batches", batches_then_sigterm)
+  before = signal.getsignal(signal.SIGTERM)  # the process's own (a launcher may have set one)
   result = loop.train(typed(micro_config()), workdir=str(tmp_path), progress=False)
   assert result.stopped_early and int(result.state.step) == 3  # the step in flight finished, then saved
   ckpt = Checkpointer(str(tmp_path))
@@ -116,7 +117,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
   monkeypatch.setattr(ChunkLoader, "batches", original)
   resumed = loop.train(typed(micro_config(max_steps=4)), workdir=str(tmp_path), progress=False)
   assert int(resumed.state.step) == 4
-  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+  assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
 
 
 def test_a_signal_at_the_end_of_start_up_leaves_no_progress_bar(tmp_path, monkeypatch, capsys):
@@ -131,10 +132,11 @@ def test_a_signal_at_the_end_of_start_up_leaves_no_progress_bar(tmp_path, monkey
     original(self)
 
   monkeypatch.setattr(StopSignal, "training", signal_then_training)
+  before = signal.getsignal(signal.SIGTERM)
   with pytest.raises(Interrupted, match="during start-up"):
     loop.train(typed(micro_config()), workdir=str(tmp_path), progress=True)
   assert "train:" not in capsys.readouterr().err
-  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+  assert signal.getsignal(signal.SIGTERM) is before
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

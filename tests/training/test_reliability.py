@@ -214,11 +214,14 @@ def test_a_second_signal_stops_at_once_without_saving(tmp_path, monkeypatch):
       yield batch
 
   monkeypatch.setattr(ChunkLoader, "batches", batches_then_two_signals)
+  # What the process had before (SIG_IGN, not Python's handler, when it was started in the background of a
+  # non-interactive shell, as `nohup ... &` does): the run must put back exactly that.
+  before = signal.getsignal(signal.SIGINT)
   with pytest.raises(Interrupted, match=r"second signal \(SIGINT\): stopped without saving") as info:
     loop.train(typed(micro_config()), workdir=str(tmp_path), progress=False)
   assert info.value.exit_code == 128 + signal.SIGINT
   assert not Checkpointer.exists(str(tmp_path))
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+  assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
 def test_a_save_the_disk_refuses_is_one_line_without_tracebacks(tmp_path):
