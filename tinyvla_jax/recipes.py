@@ -71,10 +71,10 @@ def cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # The shipped demos collected with `--setups spread` (their placements cover each task's range evenly;
   # the random draws left most of window-open's far range without a demo: long recipe 98% against 88%).
   c.data.path = SHIPPED_SPREAD_DATASET
-  # 24 epochs = 8,712 steps: 58-60 s per epoch alone, 25.6 min from start to the last checkpoint. At 19
+  # 24 epochs = 8,712 steps: 58-61 s per epoch alone, 25.3-25.7 min to the last checkpoint (3 runs). At 19
   # epochs the training seed moved a run by ~20 points (83% with train.seed 0, 61% with 1); 24 took the
-  # weak seed to 82% (reports/metaworld, "24 epochs"). A slower machine day can push this past 30 minutes:
-  # `--config.train.epochs=19` is the 20-minute run.
+  # weak seed to 82% (reports/metaworld, "The default since HEAD d3b4f0a"). A slower machine day can push
+  # this past 30 minutes: `--config.train.epochs=19` is the 20-minute run.
   c.train.epochs = 24
   return c
 
