@@ -6,7 +6,7 @@ for the closing evaluation):
   python -m tinyvla_jax.train --config configs/long.py --workdir workdirs/long
 
 What differs from configs/fixed.py (and nothing else):
-- 45 epochs instead of 19 (the cosine schedule stretches with them): success kept rising with epochs long
+- 45 epochs instead of the default's 24 (the cosine schedule stretches with them): success kept rising with epochs long
   after the validation loss stopped falling;
 - both observation frames' images are encoded (`model.image_history=True`), as when it was measured (the
   default encodes the newest only, to fit more epochs into its 30 minutes);
