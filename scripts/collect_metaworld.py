@@ -23,7 +23,8 @@ from tinyvla_jax.sim import collect
 _TASKS = flags.DEFINE_string("tasks", None, "Comma-separated MetaWorld v3 tasks, or MT10 / MT50.")
 _EPISODES = flags.DEFINE_integer("episodes", 20, "Successful demos to store per task.")
 _CAMERAS = flags.DEFINE_string("cameras", "corner2", "Comma-separated cameras (corner, corner2, corner3, corner4, "
-                               "topview, behindGripper, gripperPOV).")
+                               "topview, behindGripper, gripperPOV; corner2_near: corner2 moved closer, where "
+                               "3D Diffusion Policy puts it).")
 _SIZE = flags.DEFINE_integer("size", 72, "Square image size in pixels (the model crops/resizes to its own).")
 _OUT = flags.DEFINE_string("out", None, "Dataset directory (created, or resumed if it exists).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the setups (object and goal placements) and instructions.")

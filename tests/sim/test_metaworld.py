@@ -38,6 +38,29 @@ def test_observations_are_the_right_way_up_and_the_state_is_the_hand():
   env.close()
 
 
+def test_a_moved_camera_renders_what_moving_the_camera_in_the_model_renders():
+  import mujoco
+  env = mw.MetaWorldTask(SHORT_TASK, cameras=("corner2", "corner2_near"), image_size=32)
+  obs = env.reset(setup_seed=3)
+  base, position = mw.MOVED_CAMERAS["corner2_near"]
+  camera = mujoco.mj_name2id(env.env.model, mujoco.mjtObj.mjOBJ_CAMERA, base)
+  before = env.env.data.cam_xpos[camera].copy()
+  obs, _ = env.step(np.zeros(4))  # the simulation itself never sees the moved position
+  np.testing.assert_array_equal(env.env.data.cam_xpos[camera], before)
+  # The reference: the same camera moved in the model and the frame recomputed by MuJoCo.
+  reference = mw.MetaWorldTask(SHORT_TASK, cameras=("corner2",), image_size=32)
+  reference.reset(setup_seed=3)
+  reference.step(np.zeros(4))
+  reference.env.model.cam_pos[camera] = position
+  mujoco.mj_forward(reference.env.model, reference.env.data)
+  np.testing.assert_array_equal(obs.images[1], reference.render_view("corner2", 32))
+  # ... and the unmoved camera in the same observation is still MetaWorld's corner2.
+  assert np.abs(obs.images[0].astype(int) - obs.images[1]).mean() > 5
+  np.testing.assert_array_equal(env.render_view("corner2_near", 32), obs.images[1])
+  env.close()
+  reference.close()
+
+
 def test_setups_are_a_function_of_the_seed():
   env = mw.MetaWorldTask(SHORT_TASK, cameras=("corner2",), image_size=16)
   a = env.reset(setup_seed=11).raw.copy()

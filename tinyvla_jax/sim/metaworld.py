@@ -27,7 +27,15 @@ import numpy as np
 from tinyvla_jax.errors import UserError, MissingExtraError
 
 MAX_EPISODE_STEPS = 500  # MetaWorld's own limit (stepping beyond it raises)
-CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+# Moved cameras: a MetaWorld camera rendered from another position (same orientation and field of view).
+# corner2_near is corner2 where 3D Diffusion Policy's MetaWorld wrapper puts it (0.6, 0.295, 0.8), the
+# camera of the paper's image baselines. At MetaWorld's own corner2 (1.3, -0.2, 1.1) the table fills a
+# third of the frame, and reach's goal or push's puck is 1-3 px at 72 px; from here everything is ~2.5x
+# larger. The cost: objects near the far left of some setups are closer to the frame's edge.
+MOVED_CAMERAS: dict[str, tuple[str, tuple[float, float, float]]] = {
+    "corner2_near": ("corner2", (0.6, 0.295, 0.8)),
+}
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV", *MOVED_CAMERAS)
 STATE_DIM = 4  # hand xyz + gripper opening
 ACTION_DIM = 4  # hand xyz delta + gripper effort, each in [-1, 1]
 
@@ -156,6 +164,7 @@ class MetaWorldTask:
       raise MissingExtraError(f"MuJoCo cannot render (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}. Install the GL "
                          "library (Debian: apt-get install -y libosmesa6) or set MUJOCO_GL=egl") from None
     self._video_renderers: dict[int, object] = {}
+    self._moved = {name: _moved_camera(self.env.model, name) for name in self.cameras if name in MOVED_CAMERAS}
     self._raw = None
     self.steps = 0
 
@@ -200,16 +209,28 @@ class MetaWorldTask:
     import mujoco
     if size not in self._video_renderers:
       self._video_renderers[size] = mujoco.Renderer(self.env.model, size, size)
-    renderer = self._video_renderers[size]
-    renderer.update_scene(self.env.data, camera=camera)
-    return renderer.render()[::-1].copy()
+    return self._render(self._video_renderers[size], camera)[::-1].copy()
 
   def _observe(self, raw: np.ndarray) -> Observation:
-    images = []
-    for camera in self.cameras:
-      self._renderer.update_scene(self.env.data, camera=camera)
-      images.append(self._renderer.render()[::-1])  # MetaWorld's cameras are upside down
+    # MetaWorld's cameras are upside down.
+    images = [self._render(self._renderer, camera)[::-1] for camera in self.cameras]
     return Observation(images=np.stack(images), state=np.asarray(raw[:STATE_DIM], np.float32), raw=raw)
+
+  def _render(self, renderer, camera: str) -> np.ndarray:
+    if camera not in MOVED_CAMERAS:
+      renderer.update_scene(self.env.data, camera=camera)
+      return renderer.render()
+    # A moved camera is its base camera with the world position MuJoCo computed for this frame swapped for
+    # ours while the scene is built, then put back: the simulation never sees the change, and the base
+    # camera can be rendered in the same observation.
+    base_id, position = self._moved[camera]
+    saved = self.env.data.cam_xpos[base_id].copy()
+    self.env.data.cam_xpos[base_id] = position
+    try:
+      renderer.update_scene(self.env.data, camera=base_id)
+    finally:
+      self.env.data.cam_xpos[base_id] = saved
+    return renderer.render()
 
   def close(self) -> None:
     for r in [self._renderer, *self._video_renderers.values()]:
@@ -223,6 +244,17 @@ def expert_action(expert, raw: np.ndarray) -> np.ndarray:
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the experts warn "Constant(s) may be too high" on every call
     return np.clip(np.asarray(expert.get_action(raw), np.float32), -1.0, 1.0)
+
+
+def _moved_camera(model, name: str) -> tuple[int, np.ndarray]:
+  """(base camera id, world position) of a MOVED_CAMERAS entry; its base must be fixed in the world frame,
+  or the position we write would be overwritten by the body's motion semantics."""
+  import mujoco
+  base, position = MOVED_CAMERAS[name]
+  base_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, base)
+  if base_id < 0 or model.cam_bodyid[base_id] != 0:
+    raise RuntimeError(f"camera {name}: its base camera {base} is not a world-fixed camera in this MetaWorld")
+  return base_id, np.asarray(position, np.float64)
 
 
 def _fast_rendering(model) -> None:
