@@ -61,6 +61,40 @@ def test_a_moved_camera_renders_what_moving_the_camera_in_the_model_renders():
   reference.close()
 
 
+def test_the_first_frame_shows_this_episodes_goal_and_objects_not_the_previous_ones(monkeypatch):
+  import mujoco
+  # MetaWorld moves the goal site and window-open's window in the model after its last kinematics pass:
+  # without a fresh pass the reset frame drew the previous episode's goal dot and window.
+  reach = mw.MetaWorldTask("reach-v3", cameras=("corner2",), image_size=32)
+  goal = mujoco.mj_name2id(reach.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+  for seed in (1, 2):
+    obs = reach.reset(setup_seed=seed)
+    np.testing.assert_allclose(reach.env.data.site_xpos[goal], obs.raw[36:39], atol=1e-9)
+  reach.close()
+  window = mw.MetaWorldTask("window-open-v3", cameras=("corner2",), image_size=72)
+
+  def trajectory():
+    frames, raws = [], []
+    for seed in (1, 2):
+      obs = window.reset(setup_seed=seed)
+      frames.append(obs.images)
+      raws.append(obs.raw)
+      for _ in range(20):
+        obs, _ = window.step(window.expert_action())
+        raws.append(obs.raw)
+    return np.stack(frames), np.stack(raws)
+
+  frames, raws = trajectory()
+  mujoco.mj_kinematics(window.env.model, window.env.data)  # the last reset's frame, recomputed once more
+  np.testing.assert_array_equal(window._observe(window.reset(setup_seed=2).raw).images, frames[1])
+  # Without the pass the first frame differs (the check can fail), and the simulation does not.
+  monkeypatch.setattr(mujoco, "mj_kinematics", lambda model, data: None)
+  stale_frames, stale_raws = trajectory()
+  assert (np.abs(stale_frames[1].astype(int) - frames[1]).max(-1) > 0).sum() > 50
+  np.testing.assert_array_equal(stale_raws, raws)
+  window.close()
+
+
 def test_setups_are_a_function_of_the_seed():
   env = mw.MetaWorldTask(SHORT_TASK, cameras=("corner2",), image_size=16)
   a = env.reset(setup_seed=11).raw.copy()

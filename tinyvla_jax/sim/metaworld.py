@@ -170,6 +170,7 @@ class MetaWorldTask:
 
   def reset(self, *, setup_seed: int) -> Observation:
     """Place objects and goal from `setup_seed` alone (MetaWorld's seeded sampler), then reset."""
+    import mujoco
     env = self.env
     env._freeze_rand_vec = False  # noqa: SLF001 - MetaWorld's documented way to get fresh setups
     env.seeded_rand_vec = True
@@ -177,6 +178,12 @@ class MetaWorldTask:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       raw, _ = env.reset()
+    # MetaWorld's reset moves the goal site and some bodies (window-open's window, drawer-open's drawer) in
+    # the *model* after its last kinematics pass, so the world poses the renderer reads are the previous
+    # episode's: the first frame drew the old goal dot and window (up to ~220 px of a 72 px frame). Recompute
+    # them. mj_kinematics only writes derived poses, which every mj_step recomputes from qpos first, so the
+    # simulation is unchanged.
+    mujoco.mj_kinematics(env.model, env.data)
     self.setup = np.asarray(env._last_rand_vec, np.float64).copy()  # noqa: SLF001
     self.steps = 0
     self._raw = raw

@@ -1,0 +1,54 @@
+"""scripts/failure_geometry.py: the ray split in closed form, and its episode geometry on the scripted expert."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "failure_geometry.py"
+spec = importlib.util.spec_from_file_location("failure_geometry", SCRIPT)
+fg = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = fg  # its dataclass looks its module up while being defined
+spec.loader.exec_module(fg)
+
+
+def test_split_along_ray_is_the_orthogonal_decomposition():
+  camera, target = np.zeros(3), np.array([0.0, 0.0, 2.0])  # the ray is +z
+  assert fg.split_along_ray(np.array([0.03, 0.04, -0.12]), camera, target) == pytest.approx((0.12, 0.05))
+  # Any error: the two parts are orthogonal, so their squares add up to the error's.
+  rng = np.random.default_rng(0)
+  error, camera, target = rng.normal(size=(3, 3))
+  along, across = fg.split_along_ray(error, camera, target)
+  assert along ** 2 + across ** 2 == pytest.approx(float(error @ error))
+
+
+@pytest.mark.sim
+def test_the_expert_reaches_the_goal_and_pushes_the_puck_to_it():
+  pytest.importorskip("metaworld")
+  from tinyvla_jax.evaluation import policies
+  from tinyvla_jax.evaluation.execution import make_execution
+  from tinyvla_jax.sim import metaworld as mw
+  expert = policies.ExpertPolicy()
+  for task in ("reach-v3", "push-v3"):
+    env = mw.MetaWorldTask(task, cameras=("corner2_near",), image_size=16)
+    expert.start_episode(task, "", episode=0)
+    ep = fg.run_episode(env, make_execution("receding", expert, action_steps=1), setup_seed=5, max_steps=200)
+    env.close()
+    np.testing.assert_array_equal(ep.camera, mw.MOVED_CAMERAS["corner2_near"][1])
+    assert ep.success and len(ep.raw) <= 201
+    if task == "reach-v3":
+      geometry = fg.reach_geometry(ep)
+      assert geometry["closest"] < 0.05  # MetaWorld's reach success radius
+      assert geometry["along_ray"] ** 2 + geometry["across_ray"] ** 2 == pytest.approx(geometry["closest"] ** 2)
+    else:
+      geometry = fg.object_geometry(ep)
+      assert geometry["closest_to_object"] < 0.05 and geometry["object_moved"] > 0.05
+      assert geometry["object_goal_end"] < 0.05 < geometry["object_goal_start"]
+  assert "succeeded" in fg.describe("push-v3", [ep]) and "failures" not in fg.describe("push-v3", [ep])
