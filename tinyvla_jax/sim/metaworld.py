@@ -14,6 +14,8 @@ Facts this file relies on (measured with metaworld 3.1.1 / mujoco 3.3.0; tests/s
 - Rendering with anti-aliasing, shadows and reflections runs at ~6 fps at 96 px on this CPU; with them
   off (`_fast_rendering`) ~60 fps. Images are for a policy, not for a paper figure.
 - Stepping past 500 steps raises, so episodes are capped at `MAX_EPISODE_STEPS`.
+- reset() leaves the goal site and some bodies at the previous episode's world poses until the next
+  kinematics pass (see reset).
 """
 
 from __future__ import annotations
