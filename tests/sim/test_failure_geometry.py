@@ -1,10 +1,11 @@
-"""scripts/failure_geometry.py: the ray split in closed form, and its episode geometry on the scripted expert."""
+"""evaluation/failure_geometry.py: the ray split in closed form, and the episode geometry of the scripted expert;
+scripts/failure_geometry.py's one-line errors."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -12,11 +13,9 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 
+from tinyvla_jax.evaluation import failure_geometry as fg  # noqa: E402
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "failure_geometry.py"
-spec = importlib.util.spec_from_file_location("failure_geometry", SCRIPT)
-fg = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = fg  # its dataclass looks its module up while being defined
-spec.loader.exec_module(fg)
 
 
 def test_split_along_ray_is_the_orthogonal_decomposition():
@@ -52,3 +51,12 @@ def test_the_expert_reaches_the_goal_and_pushes_the_puck_to_it():
       assert geometry["closest_to_object"] < 0.05 and geometry["object_moved"] > 0.05
       assert geometry["object_goal_end"] < 0.05 < geometry["object_goal_start"]
   assert "succeeded" in fg.describe("push-v3", [ep]) and "failures" not in fg.describe("push-v3", [ep])
+
+
+def test_the_script_names_what_to_fix(tmp_path):
+  def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+  out = run()
+  assert out.returncode != 0 and "pass --workdir DIR" in out.stderr
+  out = run("--workdir", str(tmp_path), "--tasks", "door-open-v3")
+  assert out.returncode != 0 and "--tasks: ['door-open-v3'] not supported" in out.stderr
