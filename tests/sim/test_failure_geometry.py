@@ -31,15 +31,18 @@ def test_split_along_ray_is_the_orthogonal_decomposition():
 @pytest.mark.sim
 def test_the_expert_reaches_the_goal_and_pushes_the_puck_to_it():
   pytest.importorskip("metaworld")
-  from tinyvla_jax.evaluation import policies
+  from tinyvla_jax.evaluation import policies, rollout
   from tinyvla_jax.evaluation.execution import make_execution
   from tinyvla_jax.sim import metaworld as mw
   expert = policies.ExpertPolicy()
   for task in ("reach-v3", "push-v3"):
     env = mw.MetaWorldTask(task, cameras=("corner2_near",), image_size=16)
     expert.start_episode(task, "", episode=0)
-    ep = fg.run_episode(env, make_execution("receding", expert, action_steps=1), setup_seed=5, max_steps=200)
+    result = rollout.run_episode(env, make_execution("receding", expert, action_steps=1), setup_seed=5,
+                                 max_steps=200, record_raw=True)
+    ep = fg.Episode(success=result.success, raw=result.raw, camera=fg.camera_position(env))
     env.close()
+    assert len(ep.raw) == result.steps + 1
     np.testing.assert_array_equal(ep.camera, mw.MOVED_CAMERAS["corner2_near"][1])
     assert ep.success and len(ep.raw) <= 201
     if task == "reach-v3":

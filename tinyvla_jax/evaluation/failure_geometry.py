@@ -61,32 +61,22 @@ def camera_position(env) -> np.ndarray:
   return env.env.data.cam_xpos[camera].copy()
 
 
-def run_episode(env, runner, *, setup_seed: int, max_steps: int) -> Episode:
-  obs = env.reset(setup_seed=setup_seed)
-  runner.reset()
-  raws, success = [obs.raw.copy()], False
-  for _ in range(max_steps):
-    obs, success = env.step(runner.act(obs))
-    raws.append(obs.raw.copy())
-    if success:
-      break
-  return Episode(success=success, raw=np.stack(raws), camera=camera_position(env))
-
-
 def episodes_for(policy, context: dict, task: str, *, seed: int, episodes: int, setups: str, max_steps: int):
+  """The protocol's episodes of `task` (`rollout.evaluate`'s setups, instructions and noise for `seed`, or the
+  demos' own setups), each with every step's privileged observation."""
   demos = sorted(context["exclude_seeds"].get(task, ()))
   if setups == "demos":
     seeds = demos[:episodes]
   else:
     seeds = rollout.eval_setup_seeds(seed=seed, task=task, episodes=episodes, exclude=set(demos))
-  words = context["instructions"].get(task) or mw.instructions_for(task)
   runner = make_execution("receding", policy, action_steps=min(Protocol().action_steps, policy.horizon))
   env = mw.MetaWorldTask(task, cameras=context["cameras"], image_size=context["image_size"])
   try:
     out = []
     for i, setup_seed in enumerate(seeds):
-      policy.start_episode(task, words[i % len(words)], episode=i)
-      out.append(run_episode(env, runner, setup_seed=setup_seed, max_steps=max_steps))
+      policy.start_episode(task, rollout.episode_instruction(task, context["instructions"], i), episode=i)
+      result = rollout.run_episode(env, runner, setup_seed=setup_seed, max_steps=max_steps, record_raw=True)
+      out.append(Episode(success=result.success, raw=result.raw, camera=camera_position(env)))
     return out
   finally:
     env.close()

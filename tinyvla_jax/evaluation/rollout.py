@@ -32,23 +32,37 @@ class EpisodeResult:
   steps: int  # env steps taken (to success, or max_steps)
   setup_seed: int
   frames: list | None = None
+  raw: np.ndarray | None = None  # [steps + 1, 39] MetaWorld's privileged observations, the reset's first
 
 
 def run_episode(env: mw.MetaWorldTask, execution, *, setup_seed: int, max_steps: int,
-                video_size: int | None = None) -> EpisodeResult:
+                video_size: int | None = None, record_raw: bool = False) -> EpisodeResult:
+  """One rollout until success or max_steps; optionally with a video from the first camera and the
+  simulator's privileged observation at every step (for analyses such as evaluation/failure_geometry.py)."""
   obs = env.reset(setup_seed=setup_seed)
   execution.reset()
   frames = [] if video_size else None
+  raws = [obs.raw.copy()] if record_raw else None
   success, steps = False, 0
   for steps in range(1, max_steps + 1):
     if frames is not None:
       frames.append(env.render_view(env.cameras[0], video_size))
     obs, success = env.step(execution.act(obs))
+    if raws is not None:
+      raws.append(obs.raw.copy())
     if success:
       break
   if frames is not None:
     frames.append(env.render_view(env.cameras[0], video_size))
-  return EpisodeResult(success=success, steps=steps, setup_seed=setup_seed, frames=frames)
+  return EpisodeResult(success=success, steps=steps, setup_seed=setup_seed, frames=frames,
+                       raw=None if raws is None else np.stack(raws))
+
+
+def episode_instruction(task: str, instructions: dict | None, episode: int) -> str:
+  """The instruction episode `episode` of `task` is given: the training data's phrasings for the task (or
+  MetaWorld's defaults) in turn, so a task's episodes cycle through every phrasing the policy was trained on."""
+  words = (instructions or {}).get(task) or mw.instructions_for(task)
+  return words[episode % len(words)]
 
 
 def eval_setup_seeds(*, seed: int, task: str, episodes: int, exclude: set[int] = frozenset()) -> list[int]:
@@ -91,14 +105,13 @@ def evaluate(policy, *, tasks, episodes: int, seed: int = 1000, cameras=("corner
   bar = tqdm(total=episodes * len(tasks), disable=not progress, desc="evaluate", unit="episode", dynamic_ncols=True)
   try:
     for task in tasks:
-      words = (instructions or {}).get(task) or mw.instructions_for(task)
       seeds = eval_setup_seeds(seed=seed, task=task, episodes=episodes,
                                exclude=set((exclude_seeds or {}).get(task, ())))
       env = mw.MetaWorldTask(task, cameras=cameras, image_size=image_size)
       results, calls, policy_s = [], 0, 0.0
       try:
         for i, setup_seed in enumerate(seeds):
-          policy.start_episode(task, words[i % len(words)], episode=i)
+          policy.start_episode(task, episode_instruction(task, instructions, i), episode=i)
           t0 = time.perf_counter()
           result = run_episode(env, runner, setup_seed=setup_seed, max_steps=max_steps,
                                video_size=video_size if (video and out_dir and i == 0) else None)
