@@ -23,7 +23,8 @@ from tinyvla_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir whose latest checkpoint is rolled out.")
 _SEED = flags.DEFINE_integer("seed", 1000, "Evaluation seed (the setups and noise of `evaluate --seed`).")
-_TASKS = flags.DEFINE_string("tasks", "reach-v3,push-v3,pick-place-v3", "Comma-separated tasks (of these three).")
+_TASKS = flags.DEFINE_string("tasks", "", "Comma-separated tasks of reach-v3, push-v3, pick-place-v3 (default: those of "
+                             "the three the checkpoint was trained on).")
 _EPISODES = flags.DEFINE_integer("episodes", 20, "Episodes per task.")
 _SETUPS = flags.DEFINE_enum("setups", "unseen", ["unseen", "demos"], "Unseen setups (evaluate's) or the demos'.")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", 200, "Step cap of an episode (the protocol's 200).")
@@ -36,17 +37,13 @@ def main(argv):
   from tinyvla_jax.evaluation import failure_geometry as fg
   if not _WORKDIR.value:
     raise UserError("pass --workdir DIR (a training workdir with a checkpoint)")
-  tasks = _TASKS.value.split(",")
-  bad = [t for t in tasks if t not in fg.TASKS]
-  if bad:
-    raise UserError(f"--tasks: {bad} not supported; choose from {', '.join(fg.TASKS)}")
+  requested = [t for t in _TASKS.value.split(",") if t]
+  fg.tasks_to_measure(requested, trained=None)  # an unsupported --tasks fails before the checkpoint loads
   from tinyvla_jax.evaluation.context import data_context
   from tinyvla_jax.evaluation.policies import VLAPolicy
   policy, info = VLAPolicy.from_workdir(_WORKDIR.value, seed=_SEED.value)
   context = data_context(info["assets"].get("data", {}))
-  missing = [t for t in tasks if t not in context["tasks"]]
-  if missing:
-    raise UserError(f"--tasks: the checkpoint was not trained on {missing} (it has {', '.join(context['tasks'])})")
+  tasks = fg.tasks_to_measure(requested, trained=context["tasks"])
   print(f"{_WORKDIR.value} step {info['step']}, camera {context['cameras'][0]}, {_SETUPS.value} setups, "
         f"seed {_SEED.value}")
   for task in tasks:

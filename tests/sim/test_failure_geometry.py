@@ -56,6 +56,19 @@ def test_the_expert_reaches_the_goal_and_pushes_the_puck_to_it():
   assert "succeeded" in fg.describe("push-v3", [ep]) and "failures" not in fg.describe("push-v3", [ep])
 
 
+def test_tasks_default_to_those_of_the_three_the_checkpoint_has():
+  from tinyvla_jax.errors import UserError
+  assert fg.tasks_to_measure([], trained=["push-v3", "door-open-v3"]) == ["push-v3"]
+  assert fg.tasks_to_measure([], trained=list(reversed(fg.TASKS))) == list(fg.TASKS)
+  assert fg.tasks_to_measure(["pick-place-v3"], trained=list(fg.TASKS)) == ["pick-place-v3"]
+  with pytest.raises(UserError, match=r"not trained on \['reach-v3'\] \(it has push-v3\)"):
+    fg.tasks_to_measure(["reach-v3"], trained=["push-v3"])
+  with pytest.raises(UserError, match="trained on none of reach-v3, push-v3, pick-place-v3 .it has door-open-v3"):
+    fg.tasks_to_measure([], trained=["door-open-v3"])
+  with pytest.raises(UserError, match=r"--tasks: \['door-open-v3'\] not supported"):
+    fg.tasks_to_measure(["door-open-v3"], trained=None)
+
+
 def test_the_script_names_what_to_fix(tmp_path):
   def run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)

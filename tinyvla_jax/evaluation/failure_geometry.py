@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from tinyvla_jax.errors import UserError
 from tinyvla_jax.evaluation import rollout
 from tinyvla_jax.evaluation.execution import make_execution
 from tinyvla_jax.run_config import Protocol
@@ -27,6 +28,24 @@ class Episode:
   success: bool
   raw: np.ndarray  # [T + 1, 39] every step's privileged observation, the reset's first
   camera: np.ndarray  # [3] world position of the camera the policy sees through
+
+
+def tasks_to_measure(requested: list[str], trained: list[str] | None) -> list[str]:
+  """The tasks to roll out: `requested` (each one of TASKS and, once `trained` is known, one the checkpoint was
+  trained on), or when none are requested those of TASKS the checkpoint was trained on."""
+  bad = [t for t in requested if t not in TASKS]
+  if bad:
+    raise UserError(f"--tasks: {bad} not supported; choose from {', '.join(TASKS)}")
+  if trained is None:
+    return requested
+  missing = [t for t in requested if t not in trained]
+  if missing:
+    raise UserError(f"--tasks: the checkpoint was not trained on {missing} (it has {', '.join(trained)})")
+  tasks = requested or [t for t in TASKS if t in trained]
+  if not tasks:
+    raise UserError(f"the checkpoint was trained on none of {', '.join(TASKS)} (it has {', '.join(trained)}); "
+                    "this script measures only those")
+  return tasks
 
 
 def split_along_ray(error: np.ndarray, camera: np.ndarray, target: np.ndarray) -> tuple[float, float]:
