@@ -1,0 +1,91 @@
+"""Does the condition the action head reads carry where the objects are? (scripts/condition_probe.py)
+
+At an episode's first step the robot's state is the same in every setup (MetaWorld starts the hand at one
+pose), so everything that differs between the conditions of two setups comes from the image. A linear
+probe, ridge regression cross-validated over setups, predicts the object's and the goal's positions (from
+MetaWorld's privileged observation) from the condition vector; its held-out R^2 says how much of each
+coordinate the head could read linearly. The same probe on the model at its random initialization is the
+reference: random convolutional features already carry position, so a trained model below its own
+initialization has learned to drop what it needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from tinyvla_jax.errors import UserError
+from tinyvla_jax.evaluation import rollout
+from tinyvla_jax.sim import metaworld as mw
+
+# MetaWorld v3's 39-D observation: the first object's position [4:7], the goal [36:39].
+TARGETS = {"object_x": 4, "object_y": 5, "object_z": 6, "goal_x": 36, "goal_y": 37, "goal_z": 38}
+MIN_SPREAD_M = 1e-3  # a coordinate that varies less than this across setups is not probed
+
+
+@dataclasses.dataclass
+class FirstSteps:
+  observations: list  # sim.metaworld.Observation at each setup's reset
+  targets: dict[str, np.ndarray]  # name -> [N] metres, only coordinates that vary across the setups
+
+
+def first_steps(task: str, setup_seeds: list[int], *, cameras, image_size: int) -> FirstSteps:
+  env = mw.MetaWorldTask(task, cameras=cameras, image_size=image_size)
+  try:
+    observations = [env.reset(setup_seed=s) for s in setup_seeds]
+  finally:
+    env.close()
+  raw = np.stack([o.raw for o in observations])
+  targets = {name: raw[:, i] for name, i in TARGETS.items() if np.ptp(raw[:, i]) > MIN_SPREAD_M}
+  return FirstSteps(observations=observations, targets=targets)
+
+
+def conditions(policy, task: str, instruction: str, observations: list, params=None) -> np.ndarray:
+  """[N, C] the condition vectors of a VLAPolicy over an InferencePolicy for each observation (as the first
+  step of an episode); `params` replaces the checkpoint's (e.g. a fresh initialization)."""
+  backend = policy.backend
+  model = backend.model
+  apply = jax.jit(lambda p, inputs: model.apply({"params": p}, **inputs, method=model.condition))
+  out = []
+  for i, obs in enumerate(observations):
+    policy.start_episode(task, instruction, episode=i)
+    inputs = backend.prepare(policy.request(obs)).inputs
+    out.append(np.asarray(apply(backend.params if params is None else params, inputs))[0])
+  return np.stack(out)
+
+
+def ridge_cv_r2(features: np.ndarray, target: np.ndarray, *, folds: int = 5, alpha: float = 1.0) -> float:
+  """Held-out R^2 of ridge regression (standardized features, penalty `alpha` per example) over `folds`
+  contiguous folds: 1 - sum of squared held-out errors / sum of squares about the training folds' means."""
+  n = len(target)
+  if n < 2 * folds:
+    raise UserError(f"{n} setups are too few for a {folds}-fold probe: pass --setups of at least {2 * folds}")
+  x, y = np.asarray(features, np.float64), np.asarray(target, np.float64)
+  edges = np.linspace(0, n, folds + 1).astype(int)
+  sse = sst = 0.0
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    train = np.r_[0:lo, hi:n]
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-8
+    xt, xv = (x[train] - mean) / std, (x[lo:hi] - mean) / std
+    y_mean = y[train].mean()
+    w = np.linalg.solve(xt.T @ xt + alpha * len(train) * np.eye(x.shape[1]), xt.T @ (y[train] - y_mean))
+    sse += float(np.sum((xv @ w + y_mean - y[lo:hi]) ** 2))
+    sst += float(np.sum((y[lo:hi] - y_mean) ** 2))
+  return 1.0 - sse / sst
+
+
+def probe(policy, context: dict, task: str, *, seed: int, setups: int, init_params=None, alpha: float = 1.0) -> dict:
+  """{model name: {target: held-out R^2}} on `setups` unseen first steps of `task` (evaluate's setups for
+  `seed`); "init" as well when `init_params` are given."""
+  seeds = rollout.eval_setup_seeds(seed=seed, task=task, episodes=setups,
+                                   exclude=set(context["exclude_seeds"].get(task, ())))
+  steps = first_steps(task, seeds, cameras=context["cameras"], image_size=context["image_size"])
+  instruction = rollout.episode_instruction(task, context["instructions"], 0)
+  models = {"trained": None} | ({"init": init_params} if init_params is not None else {})
+  out = {}
+  for name, params in models.items():
+    feats = conditions(policy, task, instruction, steps.observations, params=params)
+    out[name] = {t: ridge_cv_r2(feats, y, alpha=alpha) for t, y in steps.targets.items()}
+  return out
