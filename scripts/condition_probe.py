@@ -7,7 +7,10 @@ condition vector the action head reads (the checkpoint's, and the same model at 
 with train.seed), and prints the held-out R^2 of a 5-fold ridge regression from it to each object and goal
 coordinate that varies across setups (MetaWorld's privileged poses). At the first step the robot's state
 is the same in every setup, so whatever the probe finds came through the image. R^2 near 1: the head can
-read the position linearly; near 0 or below: it cannot. Needs the `sim` extra. The measurement is
+read the position linearly; near 0 or below: it cannot. Then the first move: the median angle in the table
+plane between the policy's first chunk (its mean) and the scripted expert's first action, against the
+median angle of one fixed direction (the expert's mean): a policy that ignores the image is no better than
+the fixed direction. Needs the `sim` extra. The measurement is
 tinyvla_jax/evaluation/condition_probe.py.
 """
 
@@ -56,7 +59,7 @@ def main(argv):
     r2 = condition_probe.probe(policy, context, task, seed=_SEED.value, setups=_SETUPS.value, init_params=fresh,
                                alpha=_ALPHA.value)
     for name, row in r2.items():
-      print(f"{task} {name:7s} " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+      print(f"{task} {name:10s} " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
 
 
 if __name__ == "__main__":

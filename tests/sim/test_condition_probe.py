@@ -37,6 +37,11 @@ def test_ridge_r2_is_one_for_a_linear_target_and_about_zero_for_noise():
     cp.ridge_cv_r2(x[:9], y[:9])
 
 
+def test_angle_error_wraps_around():
+  np.testing.assert_allclose(cp.angle_error_deg(np.radians([170, -90, 10]), np.radians([-170, 90, 10])), [20, 180, 0],
+                             atol=1e-9)
+
+
 @dataclasses.dataclass
 class Obs:
   images: np.ndarray
@@ -72,6 +77,11 @@ def test_first_steps_probe_the_coordinates_that_vary_across_setups():
   np.testing.assert_array_equal(steps.targets["object_x"], [o.raw[4] for o in steps.observations])
   states = np.stack([o.state for o in steps.observations])
   np.testing.assert_allclose(states, states[:1].repeat(6, 0), atol=1e-6)  # the hand starts at one pose
+  # The expert as the policy agrees with itself; its first moves point different ways in different setups.
+  from tinyvla_jax.evaluation.policies import ExpertPolicy
+  ours, expert = cp.first_move_angles(ExpertPolicy(), "push-v3", "push", steps.observations)
+  np.testing.assert_allclose(ours, expert)
+  assert np.ptp(np.degrees(expert)) > 30
 
 
 def test_the_script_names_what_to_fix(tmp_path):

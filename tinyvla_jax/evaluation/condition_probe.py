@@ -56,6 +56,28 @@ def conditions(policy, task: str, instruction: str, observations: list, params=N
   return np.stack(out)
 
 
+def first_move_angles(policy, task: str, instruction: str, observations: list) -> tuple[np.ndarray, np.ndarray]:
+  """([N] the policy's, [N] the scripted expert's) direction in the table plane (radians, atan2 of the y and
+  x actions) of the first move of each setup: the mean of the policy's first predicted chunk, the expert's
+  first action. Where the state is the same in every setup, a policy that ignores the image moves the same
+  way in all of them."""
+  from tinyvla_jax.evaluation.policies import ExpertPolicy
+  expert = ExpertPolicy()
+  ours, theirs = [], []
+  for i, obs in enumerate(observations):
+    policy.start_episode(task, instruction, episode=i)
+    expert.start_episode(task, instruction, episode=i)
+    ours.append(np.asarray(policy(obs))[:, :2].mean(0))
+    theirs.append(np.asarray(expert(obs))[0, :2])
+  angle = lambda v: np.arctan2(np.stack(v)[:, 1], np.stack(v)[:, 0])  # noqa: E731
+  return angle(ours), angle(theirs)
+
+
+def angle_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """|a - b| wrapped to [0, 180] degrees."""
+  return np.degrees(np.abs((np.asarray(a) - np.asarray(b) + np.pi) % (2 * np.pi) - np.pi))
+
+
 def ridge_cv_r2(features: np.ndarray, target: np.ndarray, *, folds: int = 5, alpha: float = 1.0) -> float:
   """Held-out R^2 of ridge regression (standardized features, penalty `alpha` per example) over `folds`
   contiguous folds: 1 - sum of squared held-out errors / sum of squares about the training folds' means."""
@@ -78,7 +100,9 @@ def ridge_cv_r2(features: np.ndarray, target: np.ndarray, *, folds: int = 5, alp
 
 def probe(policy, context: dict, task: str, *, seed: int, setups: int, init_params=None, alpha: float = 1.0) -> dict:
   """{model name: {target: held-out R^2}} on `setups` unseen first steps of `task` (evaluate's setups for
-  `seed`); "init" as well when `init_params` are given."""
+  `seed`); "init" as well when `init_params` are given; and "first move": the median angle (degrees) between
+  the policy's and the expert's first move in the table plane, against that of one direction for every setup
+  (the expert's mean)."""
   seeds = rollout.eval_setup_seeds(seed=seed, task=task, episodes=setups,
                                    exclude=set(context["exclude_seeds"].get(task, ())))
   steps = first_steps(task, seeds, cameras=context["cameras"], image_size=context["image_size"])
@@ -88,4 +112,8 @@ def probe(policy, context: dict, task: str, *, seed: int, setups: int, init_para
   for name, params in models.items():
     feats = conditions(policy, task, instruction, steps.observations, params=params)
     out[name] = {t: ridge_cv_r2(feats, y, alpha=alpha) for t, y in steps.targets.items()}
+  ours, expert = first_move_angles(policy, task, instruction, steps.observations)
+  mean_expert = np.arctan2(np.sin(expert).mean(), np.cos(expert).mean())
+  out["first move"] = {"policy_vs_expert_deg": float(np.median(angle_error_deg(ours, expert))),
+                       "one_direction_vs_expert_deg": float(np.median(angle_error_deg(mean_expert, expert)))}
   return out
