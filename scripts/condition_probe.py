@@ -10,7 +10,8 @@ is the same in every setup, so whatever the probe finds came through the image. 
 read the position linearly; near 0 or below: it cannot. Then the first move: the median angle in the table
 plane between the policy's first chunk (its mean) and the scripted expert's first action, against the
 median angle of one fixed direction (the expert's mean): a policy that ignores the image is no better than
-the fixed direction. Needs the `sim` extra. The measurement is
+the fixed direction (tasks whose expert starts the same way in every setup, e.g. drawer-close, get no
+first-move line). Needs the `sim` extra. The measurement is
 tinyvla_jax/evaluation/condition_probe.py.
 """
 

@@ -84,6 +84,23 @@ def test_first_steps_probe_the_coordinates_that_vary_across_setups():
   assert np.ptp(np.degrees(expert)) > 30
 
 
+@pytest.mark.sim
+def test_probe_of_a_served_policy_on_push_and_drawer_close():
+  pytest.importorskip("metaworld")
+  from tiny_policy import make_tiny_inference_policy
+
+  from tinyvla_jax.evaluation.policies import VLAPolicy
+  policy = VLAPolicy(make_tiny_inference_policy())
+  context = dict(cameras=("corner2",), image_size=32, exclude_seeds={}, instructions={})
+  push = cp.probe(policy, context, "push-v3", seed=3, setups=10)
+  assert sorted(push) == ["first move", "trained"]
+  assert sorted(push["trained"]) == ["goal_x", "goal_y", "object_x", "object_y"]
+  assert all(np.isfinite(v) and v <= 1 for v in push["trained"].values())
+  assert push["first move"]["one_direction_vs_expert_deg"] > cp.MIN_FIRST_MOVE_SPREAD_DEG
+  # drawer-close's expert starts the same way in every setup: no first-move comparison.
+  assert "first move" not in cp.probe(policy, context, "drawer-close-v3", seed=3, setups=10)
+
+
 def test_the_script_names_what_to_fix(tmp_path):
   def run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
