@@ -85,6 +85,12 @@ def test_optional_fields_are_typed_placeholders():
     (lambda d: d["optim"].update(schedule="linear"),
      "--config.optim.schedule='linear' must be one of ('cosine', 'constant')"),
     (lambda d: d["model"]["head"].update(nope=1), "unknown config key(s) model.head.nope"),
+    (lambda d: d["train"].update(privileged_weight=1.0), "--config.model.head.privileged_dim=0 must be > 0 with "
+     "train.privileged_weight=1.0"),
+    (lambda d: (d["train"].update(privileged_weight=1.0), d["model"]["head"].update(privileged_dim=6),
+                d["data"].update(source="synthetic")),
+     "--config.data.source='synthetic' must be 'metaworld' with train.privileged_weight > 0"),
+    (lambda d: d["train"].update(privileged_weight=-1.0), "--config.train.privileged_weight=-1.0 must be"),
 ])
 def test_bad_keys_types_and_values_are_one_line(change, message):
   d = recipes.fixed_recipe(presets.model_preset("tiny"), preset="tiny").to_dict()

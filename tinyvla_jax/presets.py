@@ -88,7 +88,7 @@ def model_preset(name: str) -> ml_collections.ConfigDict:
     language = dict(PYTHIA_COMMON, **PYTHIA[{"s": "70m", "b": "410m", "h": "1b"}[name]])
     head = dict(PAPER_HEAD)
   head.update(action_dim=4, state_dim=4, kernel_size=5, n_groups=8, cond_predict_scale=True, conv_impl="auto",
-              readout="mean", num_keypoints=32, num_queries=4, keypoint_source="decoder")
+              readout="mean", num_keypoints=32, num_queries=4, keypoint_source="decoder", privileged_dim=0)
   # The paper presets run each backbone's layers as one lax.scan: their first compile is half as long
   # (README, "Performance") and the parameter tree is the same. tiny and cpu (2-3 layers) unroll them.
   return ml_collections.ConfigDict(dict(

@@ -85,6 +85,9 @@ class TrainConfig:
   ema_decay: float | None = None  # e.g. 0.9999; the checkpoint's inference params are then the EMA
   ema_power: float | None = None  # Diffusion Policy's EMA warmup (0.75); None: a constant ema_decay
   noise_samples: int = 1  # noised copies of each chunk per observation encoding (training/step.py)
+  # MetaWorld only: add this x the MSE of the condition's linear read-out of the object's and goal's positions
+  # (replayed from each demo, sim/privileged.py; needs model.head.privileged_dim=6). 0: the denoising loss alone.
+  privileged_weight: float = 0.0
   # Split each global batch into this many micro-batches whose gradients are averaged before one update
   # (a global batch larger than the devices hold); 1: none.
   grad_accum_steps: int = 1
@@ -117,6 +120,7 @@ class TrainConfig:
     checks.in_range("train.loss_scale_threshold", self.loss_scale_threshold, 0, inf, lo_open=True, hi_open=True,
                     optional=True)
     checks.in_range("train.loss_scale_factor", self.loss_scale_factor, 0, inf, lo_open=True, hi_open=True)
+    checks.in_range("train.privileged_weight", self.privileged_weight, 0, inf, hi_open=True)
     return self
 
 
@@ -246,6 +250,12 @@ class RunConfig:
     for name in SECTIONS:
       getattr(self, name).validate()
     self.model.validate()
+    if self.train.privileged_weight > 0:
+      checks.require("model.head.privileged_dim", self.model.head.privileged_dim, self.model.head.privileged_dim > 0,
+                     f"> 0 with train.privileged_weight={self.train.privileged_weight} (6 for MetaWorld: the "
+                     "object's and goal's xyz)")
+      checks.require("data.source", self.data.source, self.data.source == "metaworld",
+                     "'metaworld' with train.privileged_weight > 0 (only MetaWorld demos can be replayed)")
     horizon = self.model.head.horizon
     if self.eval.execution == "receding":
       # A chunk has `horizon` actions: asking to execute more would silently execute fewer.

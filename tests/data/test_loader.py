@@ -10,6 +10,7 @@ from tinyvla_jax.data.episodes import Episode
 from tinyvla_jax.data.loader import ChunkLoader, compute_stats
 from tinyvla_jax.data.byte_tokenizer import ByteTokenizer
 from tinyvla_jax.data.preprocess import Preprocessor
+from tinyvla_jax.errors import UserError
 
 
 def episodes(n=3, t=7, size=10):
@@ -133,3 +134,28 @@ def test_the_pipeline_round_trips_through_checkpoint_assets():
   old = dict(norm_stats=assets["norm_stats"], tokenizer=assets["tokenizer"], data=dict(crop_window=8))
   legacy = Preprocessor.from_assets(old, max_text_len=32, obs_steps=2)
   assert (legacy.crop_window, legacy.obs_steps, legacy.max_text_len) == (8, 2, 32)
+
+
+def test_first_steps_are_repeated_and_every_other_step_seen_once():
+  eps = episodes(n=3, t=7)
+  plain = loader(eps)
+  weighted = loader(eps, first_steps=2, first_steps_repeat=3)
+  assert weighted.num_samples == plain.num_samples + 3 * 2 * 2  # 3 episodes, 2 steps, 2 extra copies each
+  # Over one epoch (every sample, no batch dropped) each (episode, t) comes as often as asked.
+  order = weighted._index[weighted.epoch_order(0)]
+  counts = {}
+  for e, t in order:
+    counts[(int(e), int(t))] = counts.get((int(e), int(t)), 0) + 1
+  assert all(counts[(e, t)] == (3 if t < 2 else 1) for e, ep in enumerate(eps) for t in range(len(ep)))
+  with pytest.raises(UserError, match="data.first_steps_repeat"):
+    loader(eps, first_steps=2, first_steps_repeat=0)
+
+
+def test_privileged_targets_are_the_examples_own_step_and_all_or_none():
+  eps = [e.with_privileged(np.arange(len(e) * 2, dtype=np.float32).reshape(-1, 2) + 100 * i)
+         for i, e in enumerate(episodes())]
+  batch = loader(eps).make_batch(np.array([[0, 3], [2, 0], [1, 5]]))
+  np.testing.assert_array_equal(batch["privileged"], [[6, 7], [200, 201], [110, 111]])
+  assert "privileged" not in loader(episodes()).make_batch(np.array([[0, 3]]))
+  with pytest.raises(UserError, match="all or none"):
+    loader(eps[:1] + episodes()[1:])

@@ -159,3 +159,29 @@ def test_periodic_evaluation_without_its_hook_is_one_line_at_start(tmp_path):
   with pytest.raises(ValueError, match="eval.every_epochs=1 needs the closed-loop evaluation hook"):
     loop.train(typed(micro_metaworld_config()), workdir=str(tmp_path / "run"), progress=False)
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_privileged_readout_trains_on_replayed_poses_and_the_policy_acts_without_them(tmp_path):
+  c = micro_metaworld_config()
+  c.eval.every_epochs = 0
+  c.eval.at_end = False
+  c.train.privileged_weight = 1.0
+  c.model.head.privileged_dim = 5
+  with pytest.raises(ValueError, match="model.head.privileged_dim=5 but MetaWorld's replay gives 6 .*set it to 6"):
+    loop.train(typed(c), workdir=str(tmp_path / "wrong"), progress=False)
+  c.model.head.privileged_dim = 6
+  workdir = str(tmp_path / "run")
+  result = loop.train(typed(c), workdir=workdir, progress=False)
+  assert np.isfinite(result.history[0]["train_loss"])
+  assert result.state.params["head"]["privileged"]["kernel"].shape[-1] == 6
+  # The data carries the targets standardized per task; inference needs nothing but the observation.
+  data = loop.load_data(typed(c))
+  batch = next(data.train.batches(0))
+  assert batch["privileged"].shape == (c.train.batch_size, 6) and np.isfinite(batch["privileged"]).all()
+  policy, info = VLAPolicy.from_workdir(workdir)
+  data_info = info["assets"]["data"]
+  env = mw.MetaWorldTask(TASK, cameras=data_info["card"]["cameras"], image_size=data_info["image_size"])
+  policy.start_episode(TASK, "press the button from the top", episode=0)
+  chunk = policy(env.reset(setup_seed=12345))
+  env.close()
+  assert np.isfinite(chunk).all()

@@ -19,7 +19,7 @@ from tinyvla_jax.training.state import create_train_state
 from tinyvla_jax.run_config import OptimConfig
 from tinyvla_jax.training.step import make_train_step
 from tinyvla_jax.policy.diffusion_policy import DiffusionPolicy
-from tinyvla_jax.training.objectives import denoising, original_loss_scaling
+from tinyvla_jax.training.objectives import denoising, original_loss_scaling, with_privileged_readout
 
 B, T, A, S, L = 3, 8, 2, 2, 5
 SCHEDULE = make_schedule(num_train_steps=100)
@@ -261,3 +261,44 @@ def test_gradient_accumulation_averages_micro_batch_gradients_into_one_update():
     np.testing.assert_allclose(results[k][0], results[1][0], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(results[k][1:], results[1][1:], rtol=1e-5)
   assert not np.allclose(results[1][0], params["w"])  # it did update
+
+
+class SplitDenoiserWithReadout(SplitDenoiser):
+  """... with the VLA's privileged read-out of the condition (model.head.privileged_dim = 2)."""
+
+  def setup(self):
+    super().setup()
+    self.readout = nn.Dense(2)
+
+  def predict_privileged(self, *, condition):
+    return self.readout(condition)
+
+  def __call__(self, **kw):
+    out = super().__call__(**kw)
+    if self.is_initializing():
+      self.predict_privileged(condition=self.condition(**{k: kw[k] for k in ("images", "tokens", "token_mask", "state")}))
+    return out
+
+
+def test_privileged_readout_adds_its_weighted_mse_and_logs_the_denoising_loss():
+  model = SplitDenoiserWithReadout()
+  policy = DiffusionPolicy(model, schedule=SCHEDULE)
+  target = np.random.default_rng(3).standard_normal((B, 2)).astype(np.float32)
+  batch = make_batch(0, privileged=target)
+  obs = {k: batch[k] for k in ("images", "tokens", "token_mask", "state")}
+  params = model.init(jax.random.key(0), **obs, noisy_actions=jnp.zeros((B, T, A)),
+                      timesteps=jnp.zeros((B,), jnp.int32))["params"]
+  rng = jax.random.key(5)
+  objective = with_privileged_readout(policy, noise_samples=2, weight=0.5)
+  value, logged = objective(params, batch, rng)
+  denoise = policy.compute_loss(params, batch, rng, train=True, noise_samples=2)
+  condition = model.apply({"params": params}, **obs, method="condition")
+  readout = model.apply({"params": params}, condition=condition, method="predict_privileged")
+  np.testing.assert_allclose(float(logged), float(denoise), rtol=1e-6)
+  np.testing.assert_allclose(float(value), float(denoise) + 0.5 * float(jnp.mean((readout - target) ** 2)), rtol=1e-5)
+  # The read-out and the encoder learn from it; the denoising loss alone leaves the read-out untouched.
+  grads = jax.grad(lambda p: objective(p, batch, rng)[0])(params)
+  assert float(jnp.abs(grads["readout"]["kernel"]).sum()) > 0
+  plain = jax.grad(lambda p: denoising(policy, noise_samples=2)(p, batch, rng)[0])(params)
+  assert float(jnp.abs(plain["readout"]["kernel"]).sum()) == 0
+  assert not np.allclose(grads["enc"]["kernel"], plain["enc"]["kernel"])

@@ -34,6 +34,10 @@ fields under "synthetic only")."""
   crop_fraction: float = 0.89
   # Training only: this fraction of examples sees the mean state instead of its own (data/loader.py).
   state_dropout: float = 0.0
+  # Training only: an episode's first `first_steps` steps are sampled `first_steps_repeat` times per epoch
+  # (data/loader.py says why); 0 / 1: every step once.
+  first_steps: int = 0
+  first_steps_repeat: int = 1
   # Held-out validation episodes (whole episodes), drawn with split_seed, not train.seed: changing the
   # training seed must not change which demos are held out.
   val_fraction: float = 0.1
@@ -63,6 +67,8 @@ fields under "synthetic only")."""
     checks.in_range("data.crop_fraction", self.crop_fraction, 0, 1, lo_open=True)
     checks.in_range("data.state_dropout", self.state_dropout, 0, 1)
     checks.int_at_least("data.max_text_len", self.max_text_len, 1)
+    checks.int_at_least("data.first_steps", self.first_steps, 0)
+    checks.int_at_least("data.first_steps_repeat", self.first_steps_repeat, 1)
     checks.int_at_least("data.frame_size", self.frame_size, 8, optional=True)
     if self.source == "lerobot" and not self.path:
       raise UserError("data.source='lerobot' needs --config.data.path=DIR (a local LeRobot dataset folder)")

@@ -16,6 +16,11 @@ class Episode:
   actions: np.ndarray  # float32 [T, A]
   instruction: str
   task: str
+  # MetaWorld demos: the seed that placed the objects (sim/metaworld.py), and, once replayed
+  # (sim/privileged.py), float32 [T, D] privileged scene coordinates per step. Training never needs either,
+  # except for the auxiliary loss train.privileged_weight.
+  setup_seed: int | None = None
+  privileged: np.ndarray | None = None
 
   def __post_init__(self):
     t = len(self.actions)
@@ -28,6 +33,12 @@ class Episode:
     if not (len(self.images) == len(self.states) == t) or t == 0:
       raise UserError(f"episode {self.task!r}: images/states/actions have {len(self.images)}/"
                        f"{len(self.states)}/{t} steps; they must be equal and non-zero")
+
+    if self.privileged is not None and (self.privileged.ndim != 2 or len(self.privileged) != t):
+      raise UserError(f"episode {self.task!r}: privileged must be [T={t}, D], got {self.privileged.shape}")
+
+  def with_privileged(self, privileged: np.ndarray) -> "Episode":
+    return dataclasses.replace(self, privileged=privileged)
 
   def __len__(self) -> int:
     return len(self.actions)

@@ -10,8 +10,11 @@ The contract (B batch, V cameras, L prompt tokens, T horizon, S state dim, A act
   actions      float32 [B, T, A]        actions t .. t+T-1, normalized to [-1, 1]
   action_mask  bool    [B, T]           False past the episode's end (those steps repeat the last
                                         action, as Diffusion Policy pads, and the loss ignores them)
+  privileged   float32 [B, D]           only when the episodes carry privileged targets (train.privileged_weight):
+                                        step t's, as given
 
-Order: every (episode, t) pair is one sample; epoch e visits them in the permutation drawn from
+Order: every (episode, t) pair is one sample (an episode's first `first_steps` steps `first_steps_repeat`
+times, if asked); epoch e visits them in the permutation drawn from
 `seed` and `e`. The position in the stream is therefore just the number of batches consumed, which the
 train state already counts: `iterator_state(batches_seen)` names it (epoch, batch, seed) and the
 checkpoint stores it, and `batches(epoch, start=...)` continues from it with the same order and the same
@@ -66,6 +69,11 @@ class ChunkLoader:
   # Training only: the fraction of examples whose state is replaced by the dataset mean (0 after
   # normalization), so the policy cannot lean on the hand's position alone (see recipes.py, data.state_dropout).
   state_dropout: float = 0.0
+  # Training only: each episode's first `first_steps` steps appear `first_steps_repeat` times per epoch.
+  # Those are the steps where the action depends most on where the objects are (the hand starts at the
+  # same place in every setup, so its state says nothing yet); later steps follow from the hand's motion.
+  first_steps: int = 0
+  first_steps_repeat: int = 1
 
   def __post_init__(self):
     if not self.episodes:
@@ -77,7 +85,11 @@ class ChunkLoader:
     if self.batch_size % self.num_shards or not 0 <= self.shard_index < self.num_shards:
       raise UserError(f"train.batch_size={self.batch_size} must be divisible by the {self.num_shards} hosts "
                        f"(shard {self.shard_index})")
-    self._index = np.array([(e, t) for e, ep in enumerate(self.episodes) for t in range(len(ep))], np.int64)
+    if self.first_steps < 0 or self.first_steps_repeat < 1:
+      raise UserError(f"data.first_steps={self.first_steps} must be >= 0 and data.first_steps_repeat="
+                       f"{self.first_steps_repeat} >= 1")
+    self._index = np.array([(e, t) for e, ep in enumerate(self.episodes) for t in range(len(ep))
+                            for _ in range(self.first_steps_repeat if t < self.first_steps else 1)], np.int64)
     if self.drop_last and len(self._index) < self.batch_size:
       raise UserError(f"only {len(self._index)} samples, fewer than train.batch_size={self.batch_size}")
     prompts = [self.preprocess.encode_prompt(ep.instruction) for ep in self.episodes]
@@ -85,6 +97,10 @@ class ChunkLoader:
     self._token_mask = np.stack([p[1] for p in prompts]).astype(bool)
     self._states = [self.preprocess.normalize_state(ep.states) for ep in self.episodes]
     self._actions = [self.preprocess.normalize_actions(ep.actions) for ep in self.episodes]
+    with_privileged = [ep.privileged is not None for ep in self.episodes]
+    if any(with_privileged) and not all(with_privileged):
+      raise UserError("some episodes have privileged targets and some do not: all or none (train.privileged_weight)")
+    self._privileged = all(with_privileged)
 
   @property
   def stats(self) -> NormStats:
@@ -140,7 +156,7 @@ class ChunkLoader:
     """The batch of `pairs` ((episode, t) rows). `rows=(first, total)`: they are rows first.. of a global
     batch of `total`, and take those rows' random draws (augment.random_crop)."""
     first, total = rows or (0, len(pairs))
-    images, states, actions, masks = [], [], [], []
+    images, states, actions, masks, privileged = [], [], [], [], []
     history = np.arange(1 - self.obs_steps, 1)  # -To+1 .. 0
     for e, t in pairs:
       ep_actions = self._actions[e]
@@ -152,11 +168,17 @@ class ChunkLoader:
       frames = self.episodes[e].images[observed]  # [To, V, H, W, 3]
       images.append(frames.reshape((-1,) + frames.shape[2:]))
       states.append(self._states[e][observed].reshape(-1))
+      if self._privileged:
+        privileged.append(self.episodes[e].privileged[t])
     episode_ids = pairs[:, 0]
     images = self.preprocess.crop(np.stack(images), rng if self.augment else None, rows=(first, total))
     states = np.stack(states)
     if rng is not None and self.state_dropout > 0:
       dropped = rng.random((total, 1))[first:first + len(states)] < self.state_dropout
       states = np.where(dropped, 0.0, states).astype(np.float32)
-    return dict(images=np.ascontiguousarray(images), tokens=self._tokens[episode_ids], token_mask=self._token_mask[episode_ids],
-                state=states, actions=np.stack(actions), action_mask=np.stack(masks))
+    batch = dict(images=np.ascontiguousarray(images), tokens=self._tokens[episode_ids],
+                 token_mask=self._token_mask[episode_ids], state=states, actions=np.stack(actions),
+                 action_mask=np.stack(masks))
+    if self._privileged:
+      batch["privileged"] = np.stack(privileged).astype(np.float32)
+    return batch

@@ -164,7 +164,8 @@ class EpisodeStore:
     states = self.read("states", n).astype(np.float32)
     actions = self.read("actions", n).astype(np.float32)
     return [Episode(images=images[c["start"]:c["end"]], states=states[c["start"]:c["end"]],
-                    actions=actions[c["start"]:c["end"]], instruction=c["instruction"], task=c["task"])
+                    actions=actions[c["start"]:c["end"]], instruction=c["instruction"], task=c["task"],
+                    setup_seed=c["setup_seed"])
             for c in chosen]
 
   def select(self, *, tasks: Iterable[str] | None = None, max_episodes_per_task: int | None = None) -> list[dict]:

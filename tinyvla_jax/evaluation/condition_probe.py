@@ -20,8 +20,9 @@ from tinyvla_jax.errors import UserError
 from tinyvla_jax.evaluation import rollout
 from tinyvla_jax.sim import metaworld as mw
 
-# MetaWorld v3's 39-D observation: the first object's position [4:7], the goal [36:39].
-TARGETS = {"object_x": 4, "object_y": 5, "object_z": 6, "goal_x": 36, "goal_y": 37, "goal_z": 38}
+# Indices into MetaWorld's 39-D observation.
+TARGETS = {f"{name}_{axis}": part.start + i for name, part in (("object", mw.RAW_OBJECT), ("goal", mw.RAW_GOAL))
+           for i, axis in enumerate("xyz")}
 MIN_SPREAD_M = 1e-3  # a coordinate that varies less than this across setups is not probed
 MIN_FIRST_MOVE_SPREAD_DEG = 5.0  # the first move is compared only where the expert's varies at least this much
 

@@ -19,8 +19,7 @@ from tinyvla_jax.run_config import Protocol
 from tinyvla_jax.sim import metaworld as mw
 
 TASKS = ("reach-v3", "push-v3", "pick-place-v3")
-# MetaWorld v3's 39-D observation: hand xyz [0:3], first object's position [4:7], goal [36:39].
-HAND, OBJECT, GOAL = slice(0, 3), slice(4, 7), slice(36, 39)
+HAND, OBJECT, GOAL = mw.RAW_HAND, mw.RAW_OBJECT, mw.RAW_GOAL
 
 
 @dataclasses.dataclass

@@ -158,6 +158,8 @@ class ActionHead(nn.Module):
     self.condition = ConditionEncoder(cfg.readout, cfg.num_keypoints, cfg.num_queries, self.num_views,
                                       tuple(self.grid), cfg.keypoint_source, self.init_scheme, self.dtype)
     self.unet = ConditionalUnet1D(cfg, self.init_scheme, self.dtype)
+    if cfg.privileged_dim:
+      self.privileged = layers.Dense(cfg.privileged_dim, init_scheme=self.init_scheme, dtype=self.dtype)
 
   def encode_condition(self, *, hidden: jax.Array, mask: jax.Array, state: jax.Array,
                        image_start: jax.Array | None = None, image_tokens: jax.Array | None = None) -> jax.Array:
@@ -184,6 +186,12 @@ class ActionHead(nn.Module):
                        f"(the U-Net with {len(cfg.down_dims)} levels halves it {len(cfg.down_dims) - 1} times)")
     timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (b,))
     return self.unet(noisy_actions, timesteps, condition)
+
+  def predict_privileged(self, condition: Float[Array, "b c"]) -> Float[Array, "b p"]:
+    """[B, H] -> [B, privileged_dim]: the auxiliary read-out of the condition (train.privileged_weight)."""
+    if not self.config.privileged_dim:
+      raise UserError("model.head.privileged_dim=0: this model has no privileged read-out")
+    return self.privileged(condition).astype(jnp.float32)
 
   def __call__(self, *, hidden, mask, state, noisy_actions, timesteps):
     condition = self.encode_condition(hidden=hidden, mask=mask, state=state)

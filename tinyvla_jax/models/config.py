@@ -132,6 +132,9 @@ class ActionHeadConfig:
   # the projected vision tokens the decoder receives ("vision"; the text mean still comes from the decoder).
   keypoint_source: str = "decoder"
   num_queries: int = 4  # attention: learned queries
+  # A linear map from the condition to this many privileged scene coordinates (MetaWorld: the object's and
+  # the goal's xyz), trained by the auxiliary loss train.privileged_weight; 0: none. Inference never uses it.
+  privileged_dim: int = 0
 
   @property
   def downsample_factor(self) -> int:
@@ -155,6 +158,7 @@ class ActionHeadConfig:
     _check(self.keypoint_source in KEYPOINT_SOURCES,
            f"{prefix}.keypoint_source={self.keypoint_source!r} must be one of {KEYPOINT_SOURCES}")
     _check(self.num_queries >= 1, f"{prefix}.num_queries={self.num_queries} must be >= 1")
+    _check(self.privileged_dim >= 0, f"{prefix}.privileged_dim={self.privileged_dim} must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

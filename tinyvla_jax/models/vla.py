@@ -138,11 +138,17 @@ class UnifiedTinyVLAModel(nn.Module):
                     timesteps: Integer[Array, " b"]) -> Float[Array, "b t a"]:
     return self.head.predict_noise(noisy_actions=noisy_actions, timesteps=timesteps, condition=condition)
 
+  def predict_privileged(self, *, condition: Float[Array, "b c"]) -> Float[Array, "b p"]:
+    """The auxiliary read-out of privileged scene coordinates from a condition (model.head.privileged_dim)."""
+    return self.head.predict_privileged(condition)
+
   def __call__(self, *, images: UInt8[Array, "b v h w 3"], tokens: Integer[Array, "b l"],
                token_mask: Bool[Array, "b l"], state: Float[Array, "b s"], noisy_actions: Float[Array, "b t a"],
                timesteps: Integer[Array, " b"]) -> Float[Array, "b t a"]:
     """Predicted noise [B, T, A] for noisy action chunks [B, T, A] at diffusion steps [B]."""
     cond = self.condition(images=images, tokens=tokens, token_mask=token_mask, state=state)
+    if self.config.head.privileged_dim and self.is_initializing():
+      self.predict_privileged(condition=cond)  # creates the read-out's parameters; inference never calls it
     return self.predict_noise(condition=cond, noisy_actions=noisy_actions, timesteps=timesteps)
 
 

@@ -53,13 +53,15 @@ class DiffusionPolicy:
                sampler=diffusion.sampler, clip_sample=diffusion.clip_sample)
 
   def compute_loss(self, params, batch: Batch, rng: jax.Array, *, train: bool = False,
-                   noise_samples: int = 1) -> Float[Array, ""]:
+                   noise_samples: int = 1, with_condition: bool = False):
     """Epsilon-MSE of the noise predicted for randomly noised action chunks (padding excluded).
 
     `train` hands the model a "dropout" rng (LoRA dropout, models/layers.py); evaluation passes none.
     `noise_samples` = K > 1 noises each chunk K times (K noises, K timesteps) under one observation
     encoding: the vision tower and the decoder, most of a step's FLOPs, run once per example while the
     U-Net, which is what learns to denoise, gets K times the signal.
+    `with_condition`: return (loss, the condition [B, C]) for an auxiliary loss on it (the same loss: the
+    model runs as condition + predict_noise, which is what one call of it does).
     """
     apply_fn = self.model.apply
     actions = batch["actions"]
@@ -71,19 +73,22 @@ class DiffusionPolicy:
     mask = batch["action_mask"]
     if noise_samples < 1:
       raise UserError(f"train.noise_samples={noise_samples} must be >= 1")
+    split = noise_samples > 1 or with_condition
+    condition = apply_fn({"params": params}, **observation, rngs=rngs, method="condition") if split else None
+    untiled = condition
     if noise_samples > 1:
-      condition = apply_fn({"params": params}, **observation, rngs=rngs, method="condition")
       tile = lambda x: jnp.tile(x, (noise_samples,) + (1,) * (x.ndim - 1))  # [K*B, ...], sample-major
       actions, condition, mask = tile(actions), tile(condition), tile(mask)
     noise = jax.random.normal(noise_key, actions.shape, jnp.float32)
     timesteps = jax.random.randint(t_key, (actions.shape[0],), 0, self.schedule.num_train_steps)
     noisy = q_sample(self.schedule, actions, noise, timesteps)
-    if noise_samples > 1:
+    if split:
       predicted = apply_fn({"params": params}, condition=condition, noisy_actions=noisy, timesteps=timesteps,
                            rngs=rngs, method="predict_noise")
     else:  # one call of the whole model
       predicted = apply_fn({"params": params}, **observation, noisy_actions=noisy, timesteps=timesteps, rngs=rngs)
-    return epsilon_mse(predicted=predicted, target=noise, mask=mask)
+    loss = epsilon_mse(predicted=predicted, target=noise, mask=mask)
+    return (loss, untiled) if with_condition else loss
 
   def sample_actions(self, params, rng: jax.Array, *, images: UInt8[Array, "b v h w 3"],
                      tokens: Integer[Array, "b l"], token_mask: Bool[Array, "b l"],

@@ -39,6 +39,8 @@ MOVED_CAMERAS: dict[str, tuple[str, tuple[float, float, float]]] = {
 }
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV", *MOVED_CAMERAS)
 STATE_DIM = 4  # hand xyz + gripper opening
+# MetaWorld v3's 39-D observation (privileged beyond STATE_DIM): hand xyz, the first object's position, the goal.
+RAW_HAND, RAW_OBJECT, RAW_GOAL = slice(0, 3), slice(4, 7), slice(36, 39)
 ACTION_DIM = 4  # hand xyz delta + gripper effort, each in [-1, 1]
 
 # Several paraphrases per task: collection draws one per episode, so the policy has to read the words,

@@ -80,6 +80,8 @@ def load_data(config: RunConfig, *, shard_index: int = 0, num_shards: int = 1, p
   loaded = sources.load_data(d, model_image_size=model_cfg.vision.image_size)
   episodes = loaded.episodes
   check_data_matches_model(episodes, model_cfg)
+  if config.train.privileged_weight > 0:
+    episodes = _with_privileged_targets(episodes, model_cfg.head.privileged_dim)
   train_eps, val_eps = split_episodes(episodes, val_fraction=d.val_fraction, seed=d.split_seed)
   # The training episodes of the selected tasks only: validation episodes and tasks left out by
   # data.tasks must not shape the normalization (one pass over arrays already in memory).
@@ -93,7 +95,8 @@ def load_data(config: RunConfig, *, shard_index: int = 0, num_shards: int = 1, p
                             obs_steps=model_cfg.obs_steps)
   common = dict(preprocess=preprocess, horizon=model_cfg.head.horizon)
   train_loader = ChunkLoader(train_eps, batch_size=config.train.batch_size, seed=config.train.seed,
-                             augment=d.random_crop, state_dropout=d.state_dropout, shard_index=shard_index,
+                             augment=d.random_crop, state_dropout=d.state_dropout, first_steps=d.first_steps,
+                             first_steps_repeat=d.first_steps_repeat, shard_index=shard_index,
                              num_shards=num_shards, **common)
   val_loader = None
   if val_eps:
@@ -104,6 +107,27 @@ def load_data(config: RunConfig, *, shard_index: int = 0, num_shards: int = 1, p
   info = dict(source=d.source, card=loaded.card, setup_seeds=loaded.setup_seeds,
               tasks=sorted({e.task for e in episodes}), crop_window=crop, image_size=int(episodes[0].images.shape[2]))
   return Data(train_loader, val_loader, preprocess, info)
+
+
+def _with_privileged_targets(episodes, dim: int):
+  """The episodes with their replayed object and goal positions (sim/privileged.py) standardized per task: the
+  auxiliary loss then asks for where things are within a task's range, which only the image can tell (a task's
+  mean position the instruction already gives)."""
+  from tinyvla_jax.sim import privileged  # the MetaWorld extra, only for this loss
+
+  episodes = privileged.episodes_with_poses(episodes)
+  if dim != privileged.POSE_DIM:
+    raise UserError(f"model.head.privileged_dim={dim} but MetaWorld's replay gives {privileged.POSE_DIM} "
+                     f"coordinates ({', '.join(privileged.POSE_NAMES)}): set it to {privileged.POSE_DIM}")
+  out = list(episodes)
+  for task in {e.task for e in episodes}:
+    # Every loaded episode of the task, validation's too: these are loss scales, never seen at inference.
+    values = np.concatenate([e.privileged for e in episodes if e.task == task])
+    mean, std = values.mean(0), np.maximum(values.std(0), privileged.MIN_STD_M)
+    for i, e in enumerate(episodes):
+      if e.task == task:
+        out[i] = e.with_privileged(((e.privileged - mean) / std).astype(np.float32))
+  return out
 
 
 def build_state(config: RunConfig, model: UnifiedTinyVLAModel, *, total_steps: int, pretrained: bool = True):
