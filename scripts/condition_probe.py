@@ -42,15 +42,13 @@ def main(argv):
   import jax
 
   from tinyvla_jax.evaluation import condition_probe
-  from tinyvla_jax.evaluation.context import data_context
+  from tinyvla_jax.evaluation.context import check_trained_on, data_context
   from tinyvla_jax.evaluation.policies import VLAPolicy
   from tinyvla_jax.models.vla import init_params
   policy, info = VLAPolicy.from_workdir(_WORKDIR.value, seed=_SEED.value)
   context = data_context(info["assets"].get("data", {}))
   tasks = [t for t in _TASKS.value.split(",") if t] or list(context["tasks"])
-  missing = [t for t in tasks if t not in context["tasks"]]
-  if missing:
-    raise UserError(f"--tasks: the checkpoint was not trained on {missing} (it has {', '.join(context['tasks'])})")
+  check_trained_on(tasks, context["tasks"])
   fresh = None
   if _INIT.value:
     fresh = init_params(policy.backend.model, jax.random.key(info["config"].train.seed))

@@ -12,6 +12,7 @@ initialization has learned to drop what it needed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -48,14 +49,20 @@ def conditions(policy, task: str, instruction: str, observations: list, params=N
   """[N, C] the condition vectors of a VLAPolicy over an InferencePolicy for each observation (as the first
   step of an episode); `params` replaces the checkpoint's (e.g. a fresh initialization)."""
   backend = policy.backend
-  model = backend.model
-  apply = jax.jit(lambda p, inputs: model.apply({"params": p}, **inputs, method=model.condition))
+  apply = _condition_fn(backend.model)
   out = []
   for i, obs in enumerate(observations):
     policy.start_episode(task, instruction, episode=i)
     inputs = backend.prepare(policy.request(obs)).inputs
     out.append(np.asarray(apply(backend.params if params is None else params, inputs))[0])
   return np.stack(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _condition_fn(model):
+  """One jitted condition function per model (flax modules hash by their config): the trained and the
+  initial parameters of every task share one compilation."""
+  return jax.jit(lambda p, inputs: model.apply({"params": p}, **inputs, method=model.condition))
 
 
 def first_move_angles(policy, task: str, instruction: str, observations: list) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,12 @@ from __future__ import annotations
 from tinyvla_jax.errors import UserError
 
 
+def check_trained_on(requested: list[str], trained: list[str]) -> None:
+  """--tasks may name only tasks the checkpoint was trained on: one line naming those it was not."""
+  missing = [t for t in requested if t not in trained]
+  if missing:
+    raise UserError(f"--tasks: the checkpoint was not trained on {missing} (it has {', '.join(trained)})")
+
 
 def data_context(info: dict) -> dict:
   """Tasks, cameras, image size, instructions and used setups from a checkpoint's `data` asset."""

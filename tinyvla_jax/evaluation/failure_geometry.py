@@ -14,6 +14,7 @@ import numpy as np
 
 from tinyvla_jax.errors import UserError
 from tinyvla_jax.evaluation import rollout
+from tinyvla_jax.evaluation.context import check_trained_on
 from tinyvla_jax.evaluation.execution import make_execution
 from tinyvla_jax.run_config import Protocol
 from tinyvla_jax.sim import metaworld as mw
@@ -37,9 +38,7 @@ def tasks_to_measure(requested: list[str], trained: list[str] | None) -> list[st
     raise UserError(f"--tasks: {bad} not supported; choose from {', '.join(TASKS)}")
   if trained is None:
     return requested
-  missing = [t for t in requested if t not in trained]
-  if missing:
-    raise UserError(f"--tasks: the checkpoint was not trained on {missing} (it has {', '.join(trained)})")
+  check_trained_on(requested, trained)
   tasks = requested or [t for t in TASKS if t in trained]
   if not tasks:
     raise UserError(f"the checkpoint was trained on none of {', '.join(TASKS)} (it has {', '.join(trained)}); "
