@@ -115,10 +115,10 @@ def _with_privileged_targets(episodes, dim: int):
   mean position the instruction already gives)."""
   from tinyvla_jax.sim import privileged  # the MetaWorld extra, only for this loss
 
-  episodes = privileged.episodes_with_poses(episodes)
-  if dim != privileged.POSE_DIM:
+  if dim != privileged.POSE_DIM:  # before the replay (~0.1 s per demo)
     raise UserError(f"model.head.privileged_dim={dim} but MetaWorld's replay gives {privileged.POSE_DIM} "
                      f"coordinates ({', '.join(privileged.POSE_NAMES)}): set it to {privileged.POSE_DIM}")
+  episodes = privileged.episodes_with_poses(episodes)
   out = list(episodes)
   for task in {e.task for e in episodes}:
     # Every loaded episode of the task, validation's too: these are loss scales, never seen at inference.
