@@ -28,6 +28,8 @@ def run(*args):
     (["-m", "tinyvla_jax.serve"], "pass --workdir DIR"),
     (["-m", "tinyvla_jax.train", "--config", "configs/fixed.py:tiny", "--config.data.path=/nonexistent/data",
       "--workdir", "/tmp/never"], "no episode dataset at '/nonexistent/data' (data.path)"),
+    (["-m", "tinyvla_jax.train", "--config", "configs/mt10.py:tiny", "--config.data.path=/nonexistent/mt10",
+      "--workdir", "/tmp/never"], "no episode dataset at '/nonexistent/mt10' (data.path)"),
     (["-m", "tinyvla_jax.train", "--config", "configs/fixed.py:tiny", "--config.data.cameras=topview",
       "--workdir", "/tmp/never"], "camera 'topview' (data.cameras) is not in"),
     (["scripts/collect_metaworld.py", "--out", "/tmp/never"], "pass --tasks"),

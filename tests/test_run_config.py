@@ -31,7 +31,7 @@ def config_file(name: str):
   return module
 
 
-@pytest.mark.parametrize("name, preset", [(n, p) for n in ("fixed", "long", "broken") for p in presets.PRESETS])
+@pytest.mark.parametrize("name, preset", [(n, p) for n in ("fixed", "long", "broken", "mt10") for p in presets.PRESETS])
 def test_every_shipped_config_builds_and_round_trips_through_json(name, preset):
   c = config_file(name).get_config(preset)
   run = recipes.typed(c)
