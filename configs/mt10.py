@@ -8,8 +8,8 @@ the closing evaluation of 200 episodes):
   python -m tinyvla_jax.train --config configs/mt10.py --workdir workdirs/mt10
 
 What differs from configs/fixed.py (and nothing else), each measured on MT10 (reports/metaworld/README.md):
-- data.path: the 500 demos above. `corner2_near` is where 3D Diffusion Policy puts corner2 (the puck is
-  ~2.5x larger than in MetaWorld's corner2); 50 demos per task instead of 20, because with 20 the validation
+- data.path: the 500 demos above. `corner2_near` is where 3D Diffusion Policy puts corner2 (~1.8x finer at the puck than
+  MetaWorld's corner2); 50 demos per task instead of 20, because with 20 the validation
   loss rose from epoch 12 on (18 training demos per task memorized) and push / pick-place failed on setups
   between their demos;
 - train.privileged_weight=1 with model.head.privileged_dim=6: a linear read-out of the action head's
